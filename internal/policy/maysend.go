@@ -1,0 +1,164 @@
+package policy
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/mailgate/mailgate/internal/address"
+	"github.com/mailgate/mailgate/internal/conffile"
+	"github.com/mailgate/mailgate/internal/directory"
+)
+
+// Owner is an account that may use a sender address, with the reason.
+type Owner struct {
+	Login string `json:"login"` // canonical account address
+	Chain []Step `json:"chain"` // the rules that grant it, outermost first
+}
+
+// Decision is the answer of MaySend.
+type Decision struct {
+	Allowed bool    `json:"allowed"`
+	Login   string  `json:"login"`
+	Sender  string  `json:"sender"`          // canonical sender, "" for the null sender
+	Rule    string  `json:"rule"`            // the rule that decided
+	Reply   Reply   `json:"reply"`           // 250 2.1.0 when allowed, else the rejection
+	Grant   *Owner  `json:"grant,omitempty"` // when allowed by ownership: the granting chain
+	Owners  []Owner `json:"owners"`          // when denied for ownership: who does own the sender
+	Detail  string  `json:"detail,omitempty"`
+}
+
+// MaySend decides whether login may use sender as envelope sender or header
+// From (SPEC §5). sender "" or "<>" is the null sender. Both are parsed and
+// validated (SPEC §1) here.
+func MaySend(snap *directory.Snapshot, login, sender string) Decision {
+	d := Decision{Login: login, Sender: sender, Owners: []Owner{}}
+	l, err := address.Parse(login, address.Options{UTF8Local: true})
+	if err != nil {
+		return d.deny(RuleUnknownLogin, Reply{535, "5.7.8", fmt.Sprintf("invalid login: %s", reason(err))}, "")
+	}
+	d.Login = l.String()
+	if _, ok := snap.Accounts[l]; !ok {
+		return d.deny(RuleUnknownLogin, Reply{535, "5.7.8", fmt.Sprintf("login %s is not an account", l)}, "")
+	}
+	if sender == "" || sender == "<>" {
+		d.Sender = ""
+		if snap.Settings.NullSender == "allow" {
+			return d.allow(RuleNullSender, "null_sender = allow")
+		}
+		return d.deny(RuleNullSender, Reply{553, "5.7.1", "null sender not allowed for authenticated submission"}, "null_sender = refuse")
+	}
+	s, err := address.Parse(sender, address.Options{UTF8Local: true})
+	if err != nil {
+		return d.deny(RuleInvalidSender, Reply{501, "5.1.7", fmt.Sprintf("<%s>: Sender address rejected: %s", sender, reason(err))}, "")
+	}
+	d.Sender = s.String()
+	accessDenied := Reply{554, "5.7.1", fmt.Sprintf("<%s>: Sender address rejected: Access denied", s)}
+	if pos, ok := snap.SendRestrict[s]; ok {
+		return d.deny(RuleRestricted, accessDenied, "sender "+s.String()+" is restricted at "+pos.String())
+	}
+	if pos, ok := snap.SendRestrict[l]; ok {
+		return d.deny(RuleRestricted, accessDenied, "login "+l.String()+" is restricted at "+pos.String())
+	}
+	if !snap.Settings.SpoofProtection {
+		return d.allow(RuleSpoofOff, "spoof_protection = false: every authenticated user may use any sender")
+	}
+	owners := Owners(snap, s)
+	for i := range owners {
+		if owners[i].Login == d.Login {
+			d = d.allow(owners[i].Chain[0].Rule, "")
+			d.Grant = &owners[i]
+			return d
+		}
+	}
+	d.Owners = owners
+	names := make([]string, len(owners))
+	for i, o := range owners {
+		names[i] = o.Login
+	}
+	detail := "no account owns " + s.String()
+	if len(names) > 0 {
+		detail = "owned by " + strings.Join(names, ", ")
+	}
+	return d.deny(RuleNotOwned, Reply{553, "5.7.1", fmt.Sprintf("<%s>: Sender address rejected: not owned by user %s", s, l)}, detail)
+}
+
+func (d Decision) allow(rule, detail string) Decision {
+	d.Allowed, d.Rule, d.Detail = true, rule, detail
+	d.Reply = Reply{250, "2.1.0", "Ok"}
+	return d
+}
+
+func (d Decision) deny(rule string, r Reply, detail string) Decision {
+	d.Allowed, d.Rule, d.Reply, d.Detail = false, rule, r, detail
+	return d
+}
+
+// Owners returns owners(S) (SPEC §5), each with its provenance, sorted by login:
+//
+//	a. S itself, when S is an account;
+//	b. the accounts reached by routing S through exact alias keys and regexp
+//	   aliases (rules 1, 2, 4 of §4, recursively), only in managed domains;
+//	   catch-all keys grant nothing;
+//	c. grants in postfix-send-as.cf for S and for @domain(S);
+//	d. when S has no entry of its own and has an extension: owners(base(S)).
+func Owners(snap *directory.Snapshot, s address.Address) []Owner {
+	o := ownerSet{}
+	o.collect(snap, s, nil)
+	return o.sorted()
+}
+
+type ownerSet map[string]Owner
+
+func (o ownerSet) add(login string, chain []Step) {
+	if _, ok := o[login]; !ok {
+		o[login] = Owner{Login: login, Chain: chain}
+	}
+}
+
+func (o ownerSet) sorted() []Owner {
+	out := make([]Owner, 0, len(o))
+	for _, v := range o {
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Login < out[j].Login })
+	return out
+}
+
+func (o ownerSet) collect(snap *directory.Snapshot, s address.Address, chain []Step) {
+	hasEntry := false
+	// a.
+	if acc, ok := snap.Accounts[s]; ok {
+		hasEntry = true
+		o.add(s.String(), extend(chain, Step{Rule: RuleAccount, Key: s.String(), Pos: posPtr(acc.Pos)}))
+	}
+	// b.
+	if e, ok := aliasEntry(snap, s); ok {
+		hasEntry = true
+		res := RouteResult{}
+		r := resolver{snap: snap, catchAll: false, res: &res, path: []address.Address{s}}
+		r.expand(s, e, "", "", chain, 0)
+		if r.problem == "" {
+			for _, d := range res.Destinations {
+				if d.Kind == Mailbox {
+					o.add(d.Mailbox, d.Chain)
+				}
+			}
+		}
+	}
+	// c.
+	for _, g := range snap.SendAs[conffile.KeyOf(s)] {
+		hasEntry = true
+		o.add(g.Login, extend(chain, Step{Rule: RuleSendAs, Key: s.String(), Pos: posPtr(g.Pos)}))
+	}
+	for _, g := range snap.SendAs[conffile.Key{Domain: s.Domain}] {
+		o.add(g.Login, extend(chain, Step{Rule: RuleSendAsDomain, Key: "@" + s.Domain, Pos: posPtr(g.Pos)}))
+	}
+	// d.
+	if !hasEntry {
+		if base, delim, ext, ok := address.SplitExtension(s.Local, snap.Settings.RecipientDelimiter); ok {
+			b := address.Address{Local: base, Domain: s.Domain}
+			o.collect(snap, b, extend(chain, Step{Rule: RuleExtension, Key: s.String(), Detail: "base " + b.String() + ", extension " + delim + ext}))
+		}
+	}
+}

@@ -1,0 +1,367 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/mailgate/mailgate/internal/address"
+	"github.com/mailgate/mailgate/internal/conffile"
+	"github.com/mailgate/mailgate/internal/directory"
+)
+
+// Limits of alias expansion (SPEC §4).
+const (
+	MaxDepth     = 20
+	MaxAddresses = 1000
+)
+
+// DestKind is the kind of a resolved destination.
+type DestKind string
+
+const (
+	Mailbox DestKind = "mailbox" // a local account's Maildir
+	Forward DestKind = "forward" // an address outside the managed domains
+	Unknown DestKind = "unknown" // an address inside a managed domain that nothing resolves
+)
+
+// Destination is one place mail for a recipient goes.
+type Destination struct {
+	Kind      DestKind `json:"kind"`
+	Address   string   `json:"address"`             // the final address, with any carried extension
+	Mailbox   string   `json:"mailbox,omitempty"`   // the account, for Kind == Mailbox
+	Extension string   `json:"extension,omitempty"` // delimiter + extension, for Kind == Mailbox
+	Reason    string   `json:"reason,omitempty"`    // for Kind == Unknown
+	Chain     []Step   `json:"chain"`               // how the recipient led here
+}
+
+// RouteStatus is the verdict of Route.
+type RouteStatus string
+
+const (
+	Deliver  RouteStatus = "deliver"  // at least one destination
+	Remote   RouteStatus = "remote"   // not managed: goes out (relay host or MX)
+	NotFound RouteStatus = "unknown"  // 550 5.1.1
+	Rejected RouteStatus = "rejected" // receive restriction
+	TempFail RouteStatus = "tempfail" // alias loop or expansion limit: 451 4.6.0
+	Invalid  RouteStatus = "invalid"  // not a valid address
+)
+
+// RouteResult is the answer of Route with its provenance.
+type RouteResult struct {
+	Recipient     string        `json:"recipient"`
+	Status        RouteStatus   `json:"status"`
+	Reply         *Reply        `json:"reply,omitempty"` // for unknown, rejected, tempfail, invalid
+	Destinations  []Destination `json:"destinations"`    // mailboxes and forwards
+	Undeliverable []Destination `json:"undeliverable"`   // targets that resolve to nothing
+	Problem       string        `json:"problem,omitempty"`
+}
+
+// Route resolves a recipient (SPEC §4). recipient is parsed and validated
+// first; an invalid address gets 501 5.1.3.
+func Route(snap *directory.Snapshot, recipient string) RouteResult {
+	a, err := address.Parse(recipient, address.Options{UTF8Local: true})
+	if err != nil {
+		return RouteResult{Recipient: recipient, Status: Invalid,
+			Reply:        &Reply{501, "5.1.3", fmt.Sprintf("<%s>: Recipient address rejected: %s", recipient, reason(err))},
+			Destinations: []Destination{}, Undeliverable: []Destination{}}
+	}
+	return RouteAddress(snap, a)
+}
+
+// RouteAddress is Route for a parsed, canonical address.
+func RouteAddress(snap *directory.Snapshot, a address.Address) RouteResult {
+	res := RouteResult{Recipient: a.String(), Destinations: []Destination{}, Undeliverable: []Destination{}}
+	if pos, ok := snap.RecvRestrict[a]; ok {
+		res.Status = Rejected
+		res.Reply = &Reply{554, "5.7.1", fmt.Sprintf("<%s>: Recipient address rejected: Access denied", a)}
+		res.Undeliverable = append(res.Undeliverable, Destination{Kind: Unknown, Address: a.String(),
+			Reason: "receive restriction", Chain: []Step{{Rule: RuleRestricted, Key: a.String(), Pos: posPtr(pos)}}})
+		return res
+	}
+	if !snap.IsManaged(a.Domain) && !isLocalName(snap, a.Domain) {
+		res.Status = Remote
+		res.Destinations = append(res.Destinations, Destination{Kind: Forward, Address: a.String(),
+			Chain: []Step{{Rule: RuleRemote, Key: a.String(), Detail: "domain " + a.Domain + " is not managed"}}})
+		return res
+	}
+	r := resolver{snap: snap, catchAll: true, res: &res}
+	r.resolve(a, nil, 0, false)
+	switch {
+	case r.problem != "":
+		res.Status = TempFail
+		res.Problem = r.problem
+		res.Reply = &Reply{451, "4.6.0", fmt.Sprintf("<%s>: Recipient address rejected: %s", a, r.problem)}
+	case len(res.Destinations) > 0:
+		res.Status = Deliver
+	default:
+		res.Status = NotFound
+		res.Reply = &Reply{550, "5.1.1", fmt.Sprintf("<%s>: Recipient address rejected: User unknown", a)}
+	}
+	return res
+}
+
+// isLocalName reports whether domain is the server's own host name or
+// localhost, where postfix-aliases.cf and bare postfix-virtual.cf keys apply.
+func isLocalName(snap *directory.Snapshot, domain string) bool {
+	return domain == snap.Settings.Hostname || domain == "localhost"
+}
+
+// resolver expands aliases. Route uses it with catch-alls; ownership
+// (MaySend rule b) without.
+type resolver struct {
+	snap     *directory.Snapshot
+	catchAll bool
+	res      *RouteResult
+	path     []address.Address // addresses being expanded, for loop detection
+	count    int
+	problem  string
+}
+
+// entry is what the alias rules (SPEC §4 rules 1 and 2) say about an address.
+type entry struct {
+	targets []address.Address
+	step    Step
+}
+
+// aliasEntry applies rule 1 (exact key; at the server's own names also bare
+// keys and postfix-aliases.cf) and rule 2 (regexp aliases) to a.
+func aliasEntry(snap *directory.Snapshot, a address.Address) (entry, bool) {
+	managed := snap.IsManaged(a.Domain)
+	if managed {
+		if al, ok := snap.Aliases[conffile.KeyOf(a)]; ok {
+			return fromAlias(al, RuleAlias, a), true
+		}
+	}
+	if isLocalName(snap, a.Domain) {
+		if al, ok := snap.Aliases[conffile.Key{Local: a.Local}]; ok {
+			return fromAlias(al, RuleLocalAlias, a), true
+		}
+		if al, ok := snap.LocalAliases[a.Local]; ok {
+			return fromAlias(al, RuleLocalAlias, a), true
+		}
+	}
+	if managed && snap.Regexp != nil {
+		if m, ok := snap.Regexp.Lookup(a.String()); ok {
+			e := entry{step: Step{Rule: RuleRegexp, Key: a.String(), Detail: m.Rule + " → " + m.Result,
+				Pos: &conffile.Pos{File: conffile.RegexpFile, Line: m.Line}}}
+			for _, t := range strings.FieldsFunc(m.Result, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
+				ta, err := address.Parse(t, address.Options{UTF8Local: true})
+				if err != nil {
+					// Kept as an unresolvable target so that it is reported.
+					ta = address.Address{Local: t}
+				}
+				e.targets = append(e.targets, ta)
+			}
+			return e, true
+		}
+	}
+	return entry{}, false
+}
+
+func fromAlias(al *directory.Alias, rule string, a address.Address) entry {
+	e := entry{step: Step{Rule: rule, Key: a.String(), Pos: posPtr(al.Lines[0])}}
+	if len(al.Lines) > 1 {
+		var more []string
+		for _, p := range al.Lines[1:] {
+			more = append(more, p.String())
+		}
+		e.step.Detail = "merged with " + strings.Join(more, ", ")
+	}
+	e.targets = make([]address.Address, len(al.Targets))
+	for i, t := range al.Targets {
+		e.targets[i] = t.Address
+	}
+	return e
+}
+
+func (r *resolver) onPath(a address.Address) bool {
+	for _, p := range r.path {
+		if p == a {
+			return true
+		}
+	}
+	return false
+}
+
+func extend(chain []Step, s Step) []Step {
+	out := make([]Step, len(chain), len(chain)+1)
+	copy(out, chain)
+	return append(out, s)
+}
+
+// resolve applies SPEC §4 to a; self is true for a target equal to its own
+// key ("keep a copy": only the account rule applies).
+func (r *resolver) resolve(a address.Address, chain []Step, depth int, self bool) {
+	if r.problem != "" {
+		return
+	}
+	r.count++
+	if r.count > MaxAddresses {
+		r.problem = fmt.Sprintf("alias expansion exceeds %d addresses", MaxAddresses)
+		return
+	}
+	if depth > MaxDepth {
+		r.problem = fmt.Sprintf("alias expansion deeper than %d levels", MaxDepth)
+		return
+	}
+	if a.Domain == "" {
+		r.unknown(a, chain, "not a valid address")
+		return
+	}
+	snap := r.snap
+	if !snap.IsManaged(a.Domain) && !isLocalName(snap, a.Domain) {
+		r.add(Destination{Kind: Forward, Address: a.String(), Chain: chain})
+		return
+	}
+	if self {
+		if _, ok := snap.Accounts[a]; ok {
+			r.mailbox(a, a, "", extend(chain, Step{Rule: RuleSelf, Key: a.String(), Detail: "target equals its key: deliver to this mailbox too"}))
+			return
+		}
+		if base, delim, ext, ok := address.SplitExtension(a.Local, snap.Settings.RecipientDelimiter); ok {
+			b := address.Address{Local: base, Domain: a.Domain}
+			if _, ok := snap.Accounts[b]; ok {
+				r.mailbox(a, b, delim+ext, extend(chain, Step{Rule: RuleSelf, Key: a.String(), Detail: "target equals its key: deliver to this mailbox too"}))
+				return
+			}
+		}
+		r.unknown(a, chain, "target equals its own key but is not an account")
+		return
+	}
+	if r.onPath(a) {
+		r.problem = "alias loop: " + r.loopText(a)
+		return
+	}
+	r.path = append(r.path, a)
+	defer func() { r.path = r.path[:len(r.path)-1] }()
+
+	// Rules 1–3 on the address itself.
+	if r.rules123(a, a, "", "", chain, depth) {
+		return
+	}
+	// Rule 4: the base address, with the extension carried into every target.
+	if base, delim, ext, ok := address.SplitExtension(a.Local, snap.Settings.RecipientDelimiter); ok {
+		b := address.Address{Local: base, Domain: a.Domain}
+		step := Step{Rule: RuleExtension, Key: a.String(), Detail: "base " + b.String() + ", extension " + delim + ext}
+		if r.rules123(a, b, delim, ext, extend(chain, step), depth) {
+			return
+		}
+	}
+	// Rule 5: catch-all.
+	if r.catchAll && snap.IsManaged(a.Domain) {
+		if al, ok := snap.Aliases[conffile.Key{Domain: a.Domain}]; ok {
+			e := fromAlias(al, RuleCatchAll, a)
+			e.step.Key = "@" + a.Domain
+			r.expand(a, e, "", "", chain, depth)
+			return
+		}
+	}
+	// Built-in root and postmaster at the server's own names.
+	if isLocalName(snap, a.Domain) && (a.Local == "root" || a.Local == "postmaster") {
+		pm, err := address.Parse(snap.Settings.PostmasterAddress, address.Options{})
+		if err == nil && pm != a {
+			r.resolve(pm, extend(chain, Step{Rule: RulePostmaster, Key: a.String(), Detail: "postmaster_address " + pm.String()}), depth+1, false)
+			return
+		}
+	}
+	// Rule 6.
+	if depth == 0 {
+		return // the caller reports the recipient itself as unknown
+	}
+	r.unknown(a, chain, "unknown in managed domain "+a.Domain)
+}
+
+// rules123 applies rules 1–3 to lookup (a itself, or its base for rule 4),
+// carrying delim+ext into the targets. It reports whether a rule applied.
+func (r *resolver) rules123(a, lookup address.Address, delim, ext string, chain []Step, depth int) bool {
+	if e, ok := aliasEntry(r.snap, lookup); ok {
+		r.expand(lookup, e, delim, ext, chain, depth)
+		return true
+	}
+	if acc, ok := r.snap.Accounts[lookup]; ok {
+		r.mailbox(a, lookup, joinExt(delim, ext), extend(chain, Step{Rule: RuleAccount, Key: lookup.String(), Pos: posPtr(acc.Pos)}))
+		return true
+	}
+	return false
+}
+
+func joinExt(delim, ext string) string {
+	if delim == "" {
+		return ""
+	}
+	return delim + ext
+}
+
+// expand resolves the targets of an alias entry matched for key.
+func (r *resolver) expand(key address.Address, e entry, delim, ext string, chain []Step, depth int) {
+	chain = extend(chain, e.step)
+	for _, t := range e.targets {
+		if t.Domain == "" {
+			r.unknown(t, chain, "the regexp result is not a valid address")
+			continue
+		}
+		self := t == key
+		if delim != "" {
+			t = t.WithExtension(delim, ext)
+		}
+		r.resolve(t, chain, depth+1, self)
+		if r.problem != "" {
+			return
+		}
+	}
+}
+
+func (r *resolver) mailbox(a, account address.Address, ext string, chain []Step) {
+	addr := account.String()
+	if ext != "" {
+		addr = account.WithExtension(ext[:1], ext[1:]).String()
+	}
+	_ = a
+	r.add(Destination{Kind: Mailbox, Address: addr, Mailbox: account.String(), Extension: ext, Chain: chain})
+}
+
+func (r *resolver) unknown(a address.Address, chain []Step, why string) {
+	d := Destination{Kind: Unknown, Address: a.String(), Reason: why, Chain: chain}
+	if a.Domain == "" {
+		d.Address = a.Local
+	}
+	for _, have := range r.res.Undeliverable {
+		if have.Address == d.Address {
+			return
+		}
+	}
+	r.res.Undeliverable = append(r.res.Undeliverable, d)
+}
+
+func (r *resolver) add(d Destination) {
+	for _, have := range r.res.Destinations {
+		if have.Kind == d.Kind && have.Address == d.Address {
+			return
+		}
+	}
+	r.res.Destinations = append(r.res.Destinations, d)
+}
+
+func (r *resolver) loopText(a address.Address) string {
+	var parts []string
+	start := 0
+	for i, p := range r.path {
+		if p == a {
+			start = i
+			break
+		}
+	}
+	for _, p := range r.path[start:] {
+		parts = append(parts, p.String())
+	}
+	return strings.Join(append(parts, a.String()), " → ")
+}
+
+func reason(err error) string {
+	var ae *address.Error
+	if e, ok := err.(*address.Error); ok {
+		ae = e
+		return ae.Reason
+	}
+	return err.Error()
+}

@@ -1,0 +1,417 @@
+// Package settings holds mailgate's scalar settings (SPEC §2): their defaults,
+// the optional mailgate.toml in the configuration directory, environment
+// variables (mailgate's own MAILGATE_* names and docker-mailserver's names, so
+// that a DMS mailserver.env works unchanged) and command-line overrides.
+//
+// Precedence, lowest to highest: default < mailgate.toml < DMS environment
+// name < MAILGATE_* environment name < command-line flag. Every effective value
+// remembers where it came from, for `mailgate config check`.
+package settings
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/mailgate/mailgate/internal/address"
+)
+
+// FileName is the settings file inside the configuration directory.
+const FileName = "mailgate.toml"
+
+// Settings are the effective settings.
+type Settings struct {
+	Hostname           string   // the server's own host name (canonical A-label)
+	RecipientDelimiter string   // set of extension delimiter characters
+	PostmasterAddress  string   // canonical address
+	SpoofProtection    bool     // MaySend enforced for authenticated senders
+	NullSender         string   // "refuse" or "allow"
+	HeaderFrom         string   // "owned", "envelope" or "off"
+	ExcludedDomains    []string // canonical domains that are never managed
+	AccountProvisioner string   // "file"
+	MessageSizeLimit   int64    // bytes
+	RelayHost          string   // "host:port", or "" for MX lookup
+
+	// Origin maps each setting name to where its value came from:
+	// "default", "mailgate.toml", "env NAME" or "flag".
+	Origin map[string]string
+}
+
+// Names lists the settings in display order.
+var Names = []string{
+	"hostname", "recipient_delimiter", "postmaster_address", "spoof_protection",
+	"null_sender", "header_from", "excluded_domains", "account_provisioner",
+	"message_size_limit", "relay_host",
+}
+
+// dmsEnv maps docker-mailserver environment names to settings.
+// RELAY_HOST/RELAY_PORT are handled separately (two variables, one setting).
+var dmsEnv = map[string]string{
+	"OVERRIDE_HOSTNAME":          "hostname",
+	"SPOOF_PROTECTION":           "spoof_protection",
+	"POSTMASTER_ADDRESS":         "postmaster_address",
+	"ACCOUNT_PROVISIONER":        "account_provisioner",
+	"DEFAULT_RELAY_HOST":         "relay_host",
+	"POSTFIX_MESSAGE_SIZE_LIMIT": "message_size_limit",
+}
+
+// Env looks up an environment variable; os.LookupEnv in production.
+type Env func(name string) (string, bool)
+
+// Load computes the effective settings from the configuration directory, the
+// environment and the flag overrides (setting name → value).
+func Load(configDir string, env Env, flags map[string]string) (*Settings, error) {
+	if env == nil {
+		env = os.LookupEnv
+	}
+	raw := map[string]string{}
+	origin := map[string]string{}
+	set := func(name, value, from string) {
+		raw[name] = value
+		origin[name] = from
+	}
+
+	// mailgate.toml
+	path := filepath.Join(configDir, FileName)
+	if data, err := os.ReadFile(path); err == nil {
+		var doc map[string]any
+		if _, err := toml.Decode(string(data), &doc); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		keys := make([]string, 0, len(doc))
+		for k := range doc {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if !known(k) {
+				return nil, fmt.Errorf("%s: unknown setting %q (known: %s)", path, k, strings.Join(Names, ", "))
+			}
+			v, err := tomlString(doc[k])
+			if err != nil {
+				return nil, fmt.Errorf("%s: setting %s: %w", path, k, err)
+			}
+			set(k, v, FileName)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("reading settings: %w", err)
+	}
+
+	// docker-mailserver names, then mailgate's own.
+	for _, dms := range sortedKeys(dmsEnv) {
+		if v, ok := env(dms); ok && v != "" {
+			set(dmsEnv[dms], v, "env "+dms)
+		}
+	}
+	if h, ok := env("RELAY_HOST"); ok && h != "" {
+		port := "25"
+		if p, ok := env("RELAY_PORT"); ok && p != "" {
+			port = p
+		}
+		set("relay_host", h+":"+port, "env RELAY_HOST/RELAY_PORT")
+	}
+	for _, name := range Names {
+		envName := "MAILGATE_" + strings.ToUpper(name)
+		if v, ok := env(envName); ok {
+			set(name, v, "env "+envName)
+		}
+	}
+	for _, name := range sortedKeys(flags) {
+		if !known(name) {
+			return nil, fmt.Errorf("unknown setting %q (known: %s)", name, strings.Join(Names, ", "))
+		}
+		set(name, flags[name], "flag")
+	}
+	return build(raw, origin)
+}
+
+func build(raw, origin map[string]string) (*Settings, error) {
+	s := &Settings{
+		RecipientDelimiter: "+",
+		SpoofProtection:    true,
+		NullSender:         "refuse",
+		HeaderFrom:         "owned",
+		AccountProvisioner: "file",
+		MessageSizeLimit:   25 << 20,
+		Origin:             map[string]string{},
+	}
+	for _, n := range Names {
+		s.Origin[n] = "default"
+		if o, ok := origin[n]; ok {
+			s.Origin[n] = o
+		}
+	}
+	var errs []error
+	bad := func(name string, err error) {
+		errs = append(errs, fmt.Errorf("setting %s (from %s): %w", name, s.Origin[name], err))
+	}
+
+	hostname, ok := raw["hostname"]
+	if !ok {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		hostname = h
+	}
+	if d, err := address.ParseDomain(hostname); err != nil {
+		bad("hostname", err)
+	} else {
+		s.Hostname = d
+	}
+
+	if v, ok := raw["recipient_delimiter"]; ok {
+		if err := checkDelimiters(v); err != nil {
+			bad("recipient_delimiter", err)
+		} else {
+			s.RecipientDelimiter = v
+		}
+	}
+
+	pm, ok := raw["postmaster_address"]
+	if !ok {
+		pm = "postmaster@" + parentDomain(s.Hostname)
+	}
+	if a, err := address.Parse(pm, address.Options{}); err != nil {
+		bad("postmaster_address", err)
+	} else {
+		s.PostmasterAddress = a.String()
+	}
+
+	if v, ok := raw["spoof_protection"]; ok {
+		b, err := parseBool(v)
+		if err != nil {
+			bad("spoof_protection", err)
+		}
+		s.SpoofProtection = b
+	}
+	if v, ok := raw["null_sender"]; ok {
+		if err := oneOf(v, "refuse", "allow"); err != nil {
+			bad("null_sender", err)
+		}
+		s.NullSender = v
+	}
+	if v, ok := raw["header_from"]; ok {
+		if err := oneOf(v, "owned", "envelope", "off"); err != nil {
+			bad("header_from", err)
+		}
+		s.HeaderFrom = v
+	}
+	if v, ok := raw["excluded_domains"]; ok {
+		for _, f := range splitList(v) {
+			d, err := address.ParseDomain(f)
+			if err != nil {
+				bad("excluded_domains", err)
+				continue
+			}
+			s.ExcludedDomains = append(s.ExcludedDomains, d)
+		}
+	}
+	if v, ok := raw["account_provisioner"]; ok {
+		v = strings.ToLower(v) // DMS writes FILE / LDAP
+		if err := oneOf(v, "file"); err != nil {
+			bad("account_provisioner", err)
+		}
+		s.AccountProvisioner = v
+	}
+	if v, ok := raw["message_size_limit"]; ok {
+		n, err := parseSize(v)
+		if err != nil {
+			bad("message_size_limit", err)
+		}
+		s.MessageSizeLimit = n
+	}
+	if v, ok := raw["relay_host"]; ok && v != "" {
+		hp, err := parseRelayHost(v)
+		if err != nil {
+			bad("relay_host", err)
+		}
+		s.RelayHost = hp
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return s, nil
+}
+
+// Values returns the effective values as text, keyed by setting name.
+func (s *Settings) Values() map[string]string {
+	return map[string]string{
+		"hostname":            s.Hostname,
+		"recipient_delimiter": s.RecipientDelimiter,
+		"postmaster_address":  s.PostmasterAddress,
+		"spoof_protection":    strconv.FormatBool(s.SpoofProtection),
+		"null_sender":         s.NullSender,
+		"header_from":         s.HeaderFrom,
+		"excluded_domains":    strings.Join(s.ExcludedDomains, ","),
+		"account_provisioner": s.AccountProvisioner,
+		"message_size_limit":  strconv.FormatInt(s.MessageSizeLimit, 10),
+		"relay_host":          s.RelayHost,
+	}
+}
+
+// IsExcluded reports whether a canonical domain is in excluded_domains.
+func (s *Settings) IsExcluded(domain string) bool {
+	for _, d := range s.ExcludedDomains {
+		if d == domain {
+			return true
+		}
+	}
+	return false
+}
+
+func known(name string) bool {
+	for _, n := range Names {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func tomlString(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case bool:
+		return strconv.FormatBool(x), nil
+	case int64:
+		return strconv.FormatInt(x, 10), nil
+	case []any:
+		parts := make([]string, 0, len(x))
+		for _, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				return "", fmt.Errorf("list elements must be strings, got %T", e)
+			}
+			parts = append(parts, s)
+		}
+		return strings.Join(parts, ","), nil
+	default:
+		return "", fmt.Errorf("unsupported value type %T", v)
+	}
+}
+
+// parentDomain is the host name without its first label (DMS's DOMAINNAME),
+// or the host name itself when it has a single label.
+func parentDomain(host string) string {
+	if i := strings.IndexByte(host, '.'); i >= 0 && i+1 < len(host) {
+		return host[i+1:]
+	}
+	return host
+}
+
+func checkDelimiters(v string) error {
+	if v == "" {
+		return errors.New("must not be empty")
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		// A delimiter must be a printable ASCII character that may occur in a
+		// dot-atom local part (RFC 5322 §3.2.3 atext), and not '.'.
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("()<>[]:;@\\,\".", c) >= 0 {
+			return fmt.Errorf("%q is not a usable delimiter character (printable atext, not '.')", string(c))
+		}
+	}
+	return nil
+}
+
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "1", "true", "yes", "on":
+		return true, nil
+	case "0", "false", "no", "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean (1/0, true/false, yes/no, on/off)", v)
+}
+
+func oneOf(v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+func splitList(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+}
+
+// parseSize accepts a byte count, optionally with a K/M/G (or KiB/MiB/GiB)
+// suffix meaning powers of 1024.
+func parseSize(v string) (int64, error) {
+	t := strings.TrimSpace(v)
+	mult := int64(1)
+	for _, suf := range []struct {
+		s string
+		m int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
+		if strings.HasSuffix(t, suf.s) {
+			t, mult = strings.TrimSuffix(t, suf.s), suf.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 || n > (1<<40)/mult {
+		return 0, fmt.Errorf("%q is not a positive size in bytes (suffix K, M or G allowed)", v)
+	}
+	return n * mult, nil
+}
+
+// parseRelayHost accepts "host", "host:port", "[host]:port" (the Postfix and
+// DMS notation, where brackets suppress MX lookups) and returns "host:port".
+func parseRelayHost(v string) (string, error) {
+	host, port := v, "25"
+	if strings.HasPrefix(host, "[") {
+		end := strings.IndexByte(host, ']')
+		if end < 0 {
+			return "", fmt.Errorf("%q: missing ']'", v)
+		}
+		rest := host[end+1:]
+		host = host[1:end]
+		if rest != "" {
+			if !strings.HasPrefix(rest, ":") {
+				return "", fmt.Errorf("%q: unexpected text after ']'", v)
+			}
+			port = rest[1:]
+		}
+	} else if i := strings.LastIndexByte(host, ':'); i >= 0 {
+		host, port = host[:i], host[i+1:]
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return "", fmt.Errorf("%q: bad port %q", v, port)
+	}
+	if host == "" {
+		return "", fmt.Errorf("%q: empty host", v)
+	}
+	if h, err := address.ParseDomain(host); err == nil {
+		host = h
+	} else if !isIPLiteral(host) {
+		return "", fmt.Errorf("%q: bad host: %w", v, err)
+	}
+	if strings.Contains(host, ":") {
+		return "[" + host + "]:" + strconv.Itoa(p), nil
+	}
+	return host + ":" + strconv.Itoa(p), nil
+}
+
+func isIPLiteral(h string) bool { return net.ParseIP(h) != nil }

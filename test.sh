@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# mailgate's whole test suite: the one command of the README's quick start,
+# and what .ci/run executes.
+#
+# On a fresh Debian machine with Go it first installs what the tests need
+# (as root, through apt), then runs gofmt, go vet, staticcheck, the unit and
+# end-to-end tests with -race, and a short run of every fuzz target.
+#
+# Environment:
+#   CI=true             a test that needs a real component fails instead of skipping
+#   FUZZTIME=10s        how long each fuzz target runs (0 to skip the fuzz smoke run)
+#   SKIP_INSTALL=1      do not try to install packages
+set -euo pipefail
+cd "$(dirname "$0")"
+
+FUZZTIME=${FUZZTIME:-10s}
+STATICCHECK_VERSION=v0.8.2
+
+say() { printf '\n=== %s\n' "$*"; }
+
+# --- Debian packages the tests use -------------------------------------------
+# postfix, postfix-pcre: postmap -q, the reference for pcre_table semantics.
+need_pkgs=()
+command -v postmap >/dev/null 2>&1 || need_pkgs+=(postfix)
+if ! { command -v postconf >/dev/null 2>&1 && postconf -m 2>/dev/null | grep -qx pcre; }; then
+  need_pkgs+=(postfix-pcre)
+fi
+if [ ${#need_pkgs[@]} -gt 0 ] && [ "${SKIP_INSTALL:-}" != 1 ]; then
+  say "installing ${need_pkgs[*]}"
+  if [ "$(id -u)" != 0 ]; then
+    echo "test.sh: ${need_pkgs[*]} missing and not root: install them or run as root" >&2
+    exit 1
+  fi
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -q -o DPkg::Lock::Timeout=300
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    -o DPkg::Lock::Timeout=300 "${need_pkgs[@]}"
+fi
+
+# --- static checks -------------------------------------------------------------
+say "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:" >&2; echo "$unformatted" >&2; exit 1
+fi
+
+say "go vet"
+go vet ./...
+
+say "staticcheck"
+SC=$(go env GOPATH)/bin/staticcheck
+if ! [ -x "$SC" ]; then
+  go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+"$SC" ./...
+
+# --- tests -----------------------------------------------------------------------
+say "go test -race"
+go test -race -count=1 ./...
+
+# --- fuzz smoke run ----------------------------------------------------------------
+if [ "$FUZZTIME" != 0 ]; then
+  for pkg in $(go list ./...); do
+    dir=$(go list -f '{{.Dir}}' "$pkg")
+    for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+      say "fuzz $pkg $target ($FUZZTIME)"
+      go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$pkg"
+    done
+  done
+fi
+
+say "all tests passed"
