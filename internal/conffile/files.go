@@ -104,6 +104,26 @@ func (a Account) Scheme() string {
 	return ""
 }
 
+// validHash checks the shape "{SCHEME}hash": a scheme of letters, digits and
+// '-' or '.', then a non-empty hash of printable ASCII.
+func validHash(h string) bool {
+	end := strings.IndexByte(h, '}')
+	if !strings.HasPrefix(h, "{") || end < 2 || end == len(h)-1 {
+		return false
+	}
+	for _, c := range h[1:end] {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	for i := end + 1; i < len(h); i++ {
+		if h[i] <= ' ' || h[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // SupportedSchemes are the password schemes mailgate verifies.
 var SupportedSchemes = []string{"SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT"}
 
@@ -127,8 +147,8 @@ func ParseAccounts(file string, data []byte) ([]Account, []Diag) {
 		if len(parts) == 3 {
 			acc.Extra, acc.HasExtra = parts[2], true
 		}
-		if !strings.HasPrefix(acc.Hash, "{") || !strings.Contains(acc.Hash, "}") {
-			diags = append(diags, Diag{pos, Error, fmt.Sprintf("%s: password hash must start with {SCHEME}", a)})
+		if !validHash(acc.Hash) {
+			diags = append(diags, Diag{pos, Error, fmt.Sprintf("%s: password field must be {SCHEME}hash", a)})
 			continue
 		}
 		if s := acc.Scheme(); !contains(SupportedSchemes, s) {
