@@ -7,3 +7,9 @@ require (
 	golang.org/x/net v0.62.0
 	golang.org/x/text v0.44.0
 )
+
+require (
+	github.com/GehirnInc/crypt v0.0.0-20230320061759-8cc1b52080c5 // indirect
+	github.com/emersion/go-message v0.18.2 // indirect
+	golang.org/x/crypto v0.59.0 // indirect
+)
