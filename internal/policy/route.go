@@ -141,10 +141,11 @@ func aliasEntry(snap *directory.Snapshot, a address.Address) (entry, bool) {
 		}
 	}
 	if managed && snap.Regexp != nil {
-		if m, ok := snap.Regexp.Lookup(a.String()); ok {
-			e := entry{step: Step{Rule: RuleRegexp, Key: a.String(), Detail: m.Rule + " → " + m.Result,
+		key := a.String()
+		if m, ok := snap.Regexp.Lookup(key); ok {
+			e := entry{step: Step{Rule: RuleRegexp, Key: key, Detail: m.Rule + " → " + m.Result,
 				Pos: &conffile.Pos{File: conffile.RegexpFile, Line: m.Line}}}
-			for _, t := range strings.FieldsFunc(m.Result, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
+			for _, t := range strings.FieldsFunc(m.Result, isTargetSep) {
 				ta, err := address.Parse(t, address.Options{UTF8Local: true})
 				if err != nil {
 					// Kept as an unresolvable target so that it is reported.
@@ -312,12 +313,13 @@ func (r *resolver) expand(key address.Address, e entry, delim, ext string, chain
 }
 
 func (r *resolver) mailbox(a, account address.Address, ext string, chain []Step) {
-	addr := account.String()
+	mailbox := account.String()
+	addr := mailbox
 	if ext != "" {
 		addr = account.WithExtension(ext[:1], ext[1:]).String()
 	}
 	_ = a
-	r.add(Destination{Kind: Mailbox, Address: addr, Mailbox: account.String(), Extension: ext, Chain: chain})
+	r.add(Destination{Kind: Mailbox, Address: addr, Mailbox: mailbox, Extension: ext, Chain: chain})
 }
 
 func (r *resolver) unknown(a address.Address, chain []Step, why string) {
@@ -364,4 +366,10 @@ func reason(err error) string {
 		return ae.Reason
 	}
 	return err.Error()
+}
+
+// isTargetSep separates the targets of a regexp alias result: commas and
+// ASCII white space (Postfix's ISSPACE, which includes CR, VT and FF).
+func isTargetSep(r rune) bool {
+	return r == ',' || r == ' ' || r == '\t' || r == '\r' || r == '\n' || r == '\v' || r == '\f'
 }

@@ -1,0 +1,5 @@
+//go:build race
+
+package pcretable
+
+const raceEnabled = true
