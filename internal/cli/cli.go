@@ -44,13 +44,14 @@ type flagSpec struct {
 
 // command is a leaf of the command tree.
 type command struct {
-	path    string // "check send"
-	args    []string
-	optArgs []string // optional trailing positional arguments
-	flags   []flagSpec
-	summary string
-	help    string
-	run     func(c *ctx) int
+	path     string // "check send"
+	args     []string
+	optArgs  []string // optional trailing positional arguments
+	variadic bool     // the last optional argument repeats
+	flags    []flagSpec
+	summary  string
+	help     string
+	run      func(c *ctx) int
 }
 
 // ctx is what a running command sees.
@@ -230,7 +231,7 @@ func parse(args []string, env Env) (*ctx, error) {
 	if len(pos) < len(cmd.args) {
 		return nil, &usageError{fmt.Sprintf("%s: missing argument %s", cmd.path, cmd.args[len(pos)]), cmd.usage()}
 	}
-	if len(pos) > len(cmd.args)+len(cmd.optArgs) {
+	if !cmd.variadic && len(pos) > len(cmd.args)+len(cmd.optArgs) {
 		return nil, &usageError{fmt.Sprintf("%s: unexpected argument %q", cmd.path, pos[len(cmd.args)+len(cmd.optArgs)]), cmd.usage()}
 	}
 	c.args = pos

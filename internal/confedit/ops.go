@@ -39,11 +39,16 @@ type listEntry struct {
 	items   []string
 }
 
-func listEntries(d *Doc, bare bool) []listEntry {
+// listEntries returns the list lines, only those of key want when it is
+// not nil.
+func listEntries(d *Doc, bare bool, want *conffile.Key) []listEntry {
 	var out []listEntry
 	for _, e := range d.Entries(true) {
 		f := strings.FieldsFunc(e.Text, isBlank)
 		if len(f) < 2 {
+			continue
+		}
+		if want != nil && !mayEqual(f[0], want.String()) {
 			continue
 		}
 		k, err := conffile.ParseKey(f[0], bare)
@@ -58,15 +63,35 @@ func listEntries(d *Doc, bare bool) []listEntry {
 
 // itemIs reports whether a written item is the address a (canonical compare).
 func itemIs(item string, a address.Address) bool {
+	if !mayEqual(item, a.String()) {
+		return false
+	}
 	b, err := address.Parse(item, addrOpts)
 	return err == nil && b == a
+}
+
+// mayEqual is a fast pre-filter for canonical comparison: written text can
+// only equal a canonical form when it does so ignoring ASCII case, or when
+// it has a quote, a backslash or a non-ASCII byte (quoted local parts and
+// U-label domains have other spellings). It keeps edits of 100k-line files
+// from parsing every address.
+func mayEqual(written, canonical string) bool {
+	if strings.EqualFold(written, canonical) {
+		return true
+	}
+	for i := 0; i < len(written); i++ {
+		if c := written[i]; c == '"' || c == '\\' || c >= 0x80 {
+			return true
+		}
+	}
+	return false
 }
 
 // AddToList adds items to the line of key in a list file, or appends a new
 // line "key item,item". It fails, changing nothing, when an item is already
 // there.
 func AddToList(d *Doc, key conffile.Key, items []address.Address, bare bool) ([]Change, error) {
-	entries := listEntries(d, bare)
+	entries := listEntries(d, bare, &key)
 	var first *listEntry
 	for i := range entries {
 		e := &entries[i]
@@ -106,7 +131,7 @@ func AddToList(d *Doc, key conffile.Key, items []address.Address, bare bool) ([]
 // RemoveFromList removes item from every line of key (a line left without
 // items is removed). It fails, changing nothing, when no line of key has it.
 func RemoveFromList(d *Doc, key conffile.Key, item address.Address, bare bool) ([]Change, error) {
-	changes := removeItems(d, bare, func(e listEntry) bool { return e.key == key }, item)
+	changes := removeItems(d, bare, &key, item)
 	if len(changes) == 0 {
 		return nil, fmt.Errorf("%s has no %s in %s", key, item, d.Name)
 	}
@@ -115,16 +140,16 @@ func RemoveFromList(d *Doc, key conffile.Key, item address.Address, bare bool) (
 
 // RemoveItemEverywhere removes item from every line of a list file.
 func RemoveItemEverywhere(d *Doc, item address.Address, bare bool) []Change {
-	return removeItems(d, bare, func(listEntry) bool { return true }, item)
+	return removeItems(d, bare, nil, item)
 }
 
-func removeItems(d *Doc, bare bool, match func(listEntry) bool, item address.Address) []Change {
-	entries := listEntries(d, bare)
+func removeItems(d *Doc, bare bool, key *conffile.Key, item address.Address) []Change {
+	entries := listEntries(d, bare, key)
 	var changes []Change
 	// From the last line to the first, so that earlier indexes stay valid.
 	for i := len(entries) - 1; i >= 0; i-- {
 		e := entries[i]
-		if !match(e) {
+		if key != nil && e.key != *key {
 			continue
 		}
 		var keep []string

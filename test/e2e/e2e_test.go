@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -76,11 +77,18 @@ type result struct {
 // from the caller) and a fixed host name.
 func run(t *testing.T, dir string, env []string, args ...string) result {
 	t.Helper()
+	return runIn(t, dir, env, "", args...)
+}
+
+// runIn is run with standard input.
+func runIn(t *testing.T, dir string, env []string, stdin string, args ...string) result {
+	t.Helper()
 	full := append([]string{"--config-dir", dir, "--data-dir", filepath.Join(dir, "data"), "--set", "hostname=mail.example.test"}, args...)
 	cmd := exec.Command(binary, full...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin = strings.NewReader(stdin)
 	err := cmd.Run()
 	code := 0
 	if err != nil {
