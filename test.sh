@@ -20,8 +20,11 @@ say() { printf '\n=== %s\n' "$*"; }
 
 # --- Debian packages the tests use -------------------------------------------
 # postfix, postfix-pcre: postmap -q, the reference for pcre_table semantics.
+# dovecot-core: doveadm pw / auth test verify the password hashes we write.
+PATH=$PATH:/usr/sbin:/sbin
 need_pkgs=()
 command -v postmap >/dev/null 2>&1 || need_pkgs+=(postfix)
+command -v doveadm >/dev/null 2>&1 || need_pkgs+=(dovecot-core)
 if ! { command -v postconf >/dev/null 2>&1 && postconf -m 2>/dev/null | grep -qx pcre; }; then
   need_pkgs+=(postfix-pcre)
 fi
