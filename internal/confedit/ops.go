@@ -43,19 +43,27 @@ type listEntry struct {
 // not nil.
 func listEntries(d *Doc, bare bool, want *conffile.Key) []listEntry {
 	var out []listEntry
+	wantText := ""
+	if want != nil {
+		wantText = want.String()
+	}
 	for _, e := range d.Entries(true) {
+		i := strings.IndexFunc(e.Text, isBlank)
+		if i < 0 {
+			continue // no items: a broken line, left as it is
+		}
+		if want != nil && !mayEqual(e.Text[:i], wantText) {
+			continue
+		}
 		f := strings.FieldsFunc(e.Text, isBlank)
-		if len(f) < 2 {
-			continue
-		}
-		if want != nil && !mayEqual(f[0], want.String()) {
-			continue
-		}
 		k, err := conffile.ParseKey(f[0], bare)
 		if err != nil {
 			continue // a broken line is left as it is
 		}
 		items := strings.FieldsFunc(strings.Join(f[1:], " "), func(r rune) bool { return r == ',' || isBlank(r) })
+		if len(items) == 0 {
+			continue
+		}
 		out = append(out, listEntry{Entry: e, keyText: f[0], key: k, items: items})
 	}
 	return out
@@ -182,8 +190,11 @@ func removeItems(d *Doc, bare bool, key *conffile.Key, item address.Address) []C
 func firstFieldIs(d *Doc, a address.Address, continuation bool, sep func(rune) bool) []Entry {
 	var out []Entry
 	for _, e := range d.Entries(continuation) {
-		f := strings.FieldsFunc(e.Text, sep)
-		if len(f) > 0 && itemIs(f[0], a) {
+		first := e.Text
+		if i := strings.IndexFunc(first, sep); i >= 0 {
+			first = first[:i]
+		}
+		if itemIs(first, a) {
 			out = append(out, e)
 		}
 	}
