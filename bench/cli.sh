@@ -34,7 +34,7 @@ time_runs() {
 		local out
 		out=$("$tmp/runstat" -q "$tmp/mailgate" --config-dir "$tmp/config" --set hostname=bench.example "${args[@]}" 2>&1 >/dev/null | tail -1)
 		case "$out" in
-		*exit=0*) ;;
+		*status=0*) ;;
 		*) echo "$name failed: $out" >&2; exit 1 ;;
 		esac
 		ms+=("$(sed -n 's/.*wall_ms=\([0-9.]*\).*/\1/p' <<<"$out")")

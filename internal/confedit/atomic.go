@@ -10,6 +10,7 @@ package confedit
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -48,6 +49,14 @@ func Lock(dir string) (unlock func(), err error) {
 // WriteFile replaces path with data atomically. An existing file keeps its
 // permission bits; a new one gets perm.
 func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// writeFile replaces path atomically with what write writes.
+func writeFile(path string, perm os.FileMode, write func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	if fi, err := os.Stat(path); err == nil {
 		perm = fi.Mode().Perm()
@@ -57,7 +66,7 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("creating temporary file: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
+	if err := write(tmp); err != nil {
 		tmp.Close()
 		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
 	}

@@ -160,3 +160,30 @@ func TestRestrictions(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// Several edits of one Doc before a single Save are all written.
+func TestSeveralEditsOneSave(t *testing.T) {
+	d, path := doc(t, "# c\nkeep@x.example REJECT\ngone@x.example REJECT\n")
+	for _, a := range []string{"a@x.example", "b@x.example"} {
+		if _, err := AddRestriction(d, addr(t, a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := DeleteRestriction(d, addr(t, "gone@x.example")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AddRestriction(d, addr(t, "a@x.example")); err == nil {
+		t.Error("duplicate of an unsaved line accepted")
+	}
+	if got := saved(t, d, path); got != "# c\nkeep@x.example REJECT\na@x.example REJECT\nb@x.example REJECT\n" {
+		t.Errorf("got %q", got)
+	}
+	// A file without a final newline gets one before an appended line.
+	d, path = doc(t, "x@x.example REJECT")
+	if _, err := AddRestriction(d, addr(t, "y@x.example")); err != nil {
+		t.Fatal(err)
+	}
+	if got := saved(t, d, path); got != "x@x.example REJECT\ny@x.example REJECT\n" {
+		t.Errorf("no final newline: %q", got)
+	}
+}

@@ -47,25 +47,25 @@ func listEntries(d *Doc, bare bool, want *conffile.Key) []listEntry {
 	if want != nil {
 		wantText = want.String()
 	}
-	for _, e := range d.Entries(true) {
+	d.Each(true, func(e Entry) bool {
 		i := strings.IndexFunc(e.Text, isBlank)
 		if i < 0 {
-			continue // no items: a broken line, left as it is
+			return true // no items: a broken line, left as it is
 		}
 		if want != nil && !mayEqual(e.Text[:i], wantText) {
-			continue
+			return true
 		}
 		f := strings.FieldsFunc(e.Text, isBlank)
 		k, err := conffile.ParseKey(f[0], bare)
 		if err != nil {
-			continue // a broken line is left as it is
+			return true // a broken line is left as it is
 		}
 		items := strings.FieldsFunc(strings.Join(f[1:], " "), func(r rune) bool { return r == ',' || isBlank(r) })
-		if len(items) == 0 {
-			continue
+		if len(items) > 0 {
+			out = append(out, listEntry{Entry: e, keyText: f[0], key: k, items: items})
 		}
-		out = append(out, listEntry{Entry: e, keyText: f[0], key: k, items: items})
-	}
+		return true
+	})
 	return out
 }
 
@@ -126,11 +126,11 @@ func AddToList(d *Doc, key conffile.Key, items []address.Address, bare bool) ([]
 		d.Append(line)
 		return []Change{{File: d.Name, New: line}}, nil
 	}
-	old := strings.Join(d.lines[first.First:first.Last+1], "\n")
+	old := first.Raw
 	line := first.keyText + " " + strings.Join(append(first.items, texts...), ",")
-	if first.First == first.Last {
+	if !strings.Contains(first.Raw, "\n") {
 		// Keep the line as written and append: "k a" → "k a,b".
-		line = strings.TrimRight(d.lines[first.First], " \t") + "," + strings.Join(texts, ",")
+		line = strings.TrimRight(first.Raw, " \t") + "," + strings.Join(texts, ",")
 	}
 	d.Replace(first.Entry, line)
 	return []Change{{File: d.Name, Line: first.Line(), Old: old, New: line}}, nil
@@ -169,7 +169,7 @@ func removeItems(d *Doc, bare bool, key *conffile.Key, item address.Address) []C
 		if len(keep) == len(e.items) {
 			continue
 		}
-		old := strings.Join(d.lines[e.First:e.Last+1], "\n")
+		old := e.Raw
 		if len(keep) == 0 {
 			d.Delete(e.Entry)
 			changes = append(changes, Change{File: d.Name, Line: e.Line(), Old: old})
@@ -189,7 +189,7 @@ func removeItems(d *Doc, bare bool, key *conffile.Key, item address.Address) []C
 // firstFieldIs finds the entries whose first field (split at sep) is a.
 func firstFieldIs(d *Doc, a address.Address, continuation bool, sep func(rune) bool) []Entry {
 	var out []Entry
-	for _, e := range d.Entries(continuation) {
+	d.Each(continuation, func(e Entry) bool {
 		first := e.Text
 		if i := strings.IndexFunc(first, sep); i >= 0 {
 			first = first[:i]
@@ -197,7 +197,8 @@ func firstFieldIs(d *Doc, a address.Address, continuation bool, sep func(rune) b
 		if itemIs(first, a) {
 			out = append(out, e)
 		}
-	}
+		return true
+	})
 	return out
 }
 
@@ -242,7 +243,7 @@ func deleteFirstField(d *Doc, a address.Address, continuation bool, sep func(run
 	}
 	var changes []Change
 	for i := len(es) - 1; i >= 0; i-- {
-		old := strings.Join(d.lines[es[i].First:es[i].Last+1], "\n")
+		old := es[i].Raw
 		if what == "account" {
 			old = "(account " + a.String() + ")"
 		}

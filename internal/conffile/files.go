@@ -80,9 +80,24 @@ func fields(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == '\t' })
 }
 
+// splitFirst splits off the first field of s (as fields would) and returns
+// it and the rest of the line; more reports whether the rest holds another
+// field.
+func splitFirst(s string) (first, rest string, more bool) {
+	s = strings.TrimLeft(s, " \t")
+	i := strings.IndexAny(s, " \t")
+	if i < 0 {
+		return s, "", false
+	}
+	first, rest = s[:i], s[i+1:]
+	return first, rest, strings.TrimLeft(rest, " \t") != ""
+}
+
+func isTargetSep(r rune) bool { return r == ',' || r == ' ' || r == '\t' }
+
 // splitTargets splits a target list on commas and/or ASCII white space.
 func splitTargets(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+	return strings.FieldsFunc(s, isTargetSep)
 }
 
 // Account is a line of postfix-accounts.cf: address|{SCHEME}hash[|extra].
@@ -128,35 +143,34 @@ func validHash(h string) bool {
 var SupportedSchemes = []string{"SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT"}
 
 // ParseAccounts parses postfix-accounts.cf.
-func ParseAccounts(file string, data []byte) ([]Account, []Diag) {
-	lines, diags := SplitLines(file, data, false)
-	var out []Account
-	for _, l := range lines {
+func ParseAccounts[D Data](file string, data D) ([]Account, []Diag) {
+	text := string(data)
+	out := make([]Account, 0, strings.Count(text, "\n")+1)
+	var diags []Diag
+	lineDiags := eachLine(file, text, false, func(l Line) {
 		pos := Pos{file, l.Num}
-		parts := strings.SplitN(l.Text, "|", 3)
-		if len(parts) < 2 {
+		addr, hash, ok := strings.Cut(l.Text, "|")
+		if !ok {
 			diags = append(diags, Diag{pos, Error, "expected address|{SCHEME}hash"})
-			continue
+			return
 		}
-		a, err := address.Parse(parts[0], addrOpts)
+		a, err := address.Parse(addr, addrOpts)
 		if err != nil {
 			diags = append(diags, Diag{pos, Error, err.Error()})
-			continue
+			return
 		}
-		acc := Account{Pos: pos, Address: a, Hash: parts[1]}
-		if len(parts) == 3 {
-			acc.Extra, acc.HasExtra = parts[2], true
-		}
+		acc := Account{Pos: pos, Address: a}
+		acc.Hash, acc.Extra, acc.HasExtra = strings.Cut(hash, "|")
 		if !validHash(acc.Hash) {
 			diags = append(diags, Diag{pos, Error, fmt.Sprintf("%s: password field must be {SCHEME}hash", a)})
-			continue
+			return
 		}
 		if s := acc.Scheme(); !contains(SupportedSchemes, s) {
 			diags = append(diags, Diag{pos, Warning, fmt.Sprintf("%s: password scheme {%s} is not supported (%s): this account cannot log in", a, s, strings.Join(SupportedSchemes, ", "))})
 		}
 		out = append(out, acc)
-	}
-	return out, diags
+	})
+	return out, append(lineDiags, diags...)
 }
 
 // Target is an alias target.
@@ -175,35 +189,47 @@ type Alias struct {
 // ParseVirtual parses postfix-virtual.cf. A target without a domain is
 // qualified with localDomain (the server's host name), as Postfix appends
 // $myorigin.
-func ParseVirtual(file string, data []byte, localDomain string) ([]Alias, []Diag) {
-	lines, diags := SplitLines(file, data, true)
+func ParseVirtual[D Data](file string, data D, localDomain string) ([]Alias, []Diag) {
 	var out []Alias
-	for _, l := range lines {
-		pos := Pos{file, l.Num}
-		f := fields(l.Text)
-		if len(f) < 2 {
-			diags = append(diags, Diag{pos, Error, fmt.Sprintf("%q: expected a key and at least one target", l.Text)})
-			continue
-		}
-		key, err := ParseKey(f[0], true)
-		if err != nil {
-			diags = append(diags, Diag{pos, Error, "key: " + err.Error()})
-			continue
-		}
-		targets, tdiags := parseTargets(pos, strings.Join(f[1:], " "), localDomain)
-		diags = append(diags, tdiags...)
-		if len(tdiags) > 0 {
-			continue
-		}
-		out = append(out, Alias{Pos: pos, Key: key, Targets: targets})
-	}
+	diags := ParseVirtualFunc(file, data, localDomain, func(a Alias) { out = append(out, a) })
 	return out, diags
 }
 
-func parseTargets(pos Pos, s, localDomain string) ([]Target, []Diag) {
-	var out []Target
+// ParseVirtualFunc is ParseVirtual calling yield with each entry, in file
+// order, instead of returning them: a large file's entries need not be in
+// memory twice, as parsed and as indexed by the caller.
+func ParseVirtualFunc[D Data](file string, data D, localDomain string, yield func(Alias)) []Diag {
 	var diags []Diag
-	for _, t := range splitTargets(s) {
+	lineDiags := eachLine(file, string(data), true, func(l Line) {
+		pos := Pos{file, l.Num}
+		first, rest, more := splitFirst(l.Text)
+		if !more {
+			diags = append(diags, Diag{pos, Error, fmt.Sprintf("%q: expected a key and at least one target", l.Text)})
+			return
+		}
+		key, err := ParseKey(first, true)
+		if err != nil {
+			diags = append(diags, Diag{pos, Error, "key: " + err.Error()})
+			return
+		}
+		targets, tdiags := parseTargets(pos, rest, localDomain)
+		diags = append(diags, tdiags...)
+		if len(tdiags) > 0 {
+			return
+		}
+		yield(Alias{Pos: pos, Key: key, Targets: targets})
+	})
+	return append(lineDiags, diags...)
+}
+
+func parseTargets(pos Pos, s, localDomain string) ([]Target, []Diag) {
+	n := 0
+	for range strings.FieldsFuncSeq(s, isTargetSep) {
+		n++
+	}
+	out := make([]Target, 0, n)
+	var diags []Diag
+	for t := range strings.FieldsFuncSeq(s, isTargetSep) {
 		text := t
 		if !strings.Contains(t, "@") {
 			text = t + "@" + localDomain
@@ -230,24 +256,24 @@ type Grant struct {
 }
 
 // ParseSendAs parses postfix-send-as.cf.
-func ParseSendAs(file string, data []byte) ([]Grant, []Diag) {
+func ParseSendAs[D Data](file string, data D) ([]Grant, []Diag) {
 	lines, diags := SplitLines(file, data, true)
 	var out []Grant
 	for _, l := range lines {
 		pos := Pos{file, l.Num}
-		f := fields(l.Text)
-		if len(f) < 2 {
+		first, rest, more := splitFirst(l.Text)
+		if !more {
 			diags = append(diags, Diag{pos, Error, fmt.Sprintf("%q: expected a sender and at least one login", l.Text)})
 			continue
 		}
-		key, err := ParseKey(f[0], false)
+		key, err := ParseKey(first, false)
 		if err != nil {
 			diags = append(diags, Diag{pos, Error, "sender: " + err.Error()})
 			continue
 		}
 		g := Grant{Pos: pos, Sender: key}
 		ok := true
-		for _, t := range splitTargets(strings.Join(f[1:], " ")) {
+		for t := range strings.FieldsFuncSeq(rest, isTargetSep) {
 			a, err := address.Parse(t, addrOpts)
 			if err != nil {
 				diags = append(diags, Diag{pos, Error, "login: " + err.Error()})
@@ -271,7 +297,7 @@ type Access struct {
 }
 
 // ParseAccess parses an access file.
-func ParseAccess(file string, data []byte) ([]Access, []Diag) {
+func ParseAccess[D Data](file string, data D) ([]Access, []Diag) {
 	lines, diags := SplitLines(file, data, true)
 	var out []Access
 	for _, l := range lines {
@@ -304,7 +330,7 @@ type LocalAlias struct {
 
 // ParseLocalAliases parses postfix-aliases.cf. Targets without a domain are
 // qualified with localDomain. Pipes, files and :include: are not supported.
-func ParseLocalAliases(file string, data []byte, localDomain string) ([]LocalAlias, []Diag) {
+func ParseLocalAliases[D Data](file string, data D, localDomain string) ([]LocalAlias, []Diag) {
 	lines, diags := SplitLines(file, data, true)
 	var out []LocalAlias
 	for _, l := range lines {

@@ -9,7 +9,6 @@
 package conffile
 
 import (
-	"bytes"
 	"fmt"
 	"strings"
 )
@@ -59,39 +58,63 @@ type Line struct {
 	Text string // without the line ending
 }
 
+// Data is the content of a configuration file: bytes as read, or a string.
+// The parsers keep substrings of it (addresses, hashes), so a string is used
+// as it is, and bytes are converted once.
+type Data interface{ ~string | ~[]byte }
+
 // SplitLines returns the logical lines of a table file. Blank lines and lines
 // whose first non-space character is '#' are skipped; a CR before LF is part
 // of the line ending. With continuation (Postfix table files, as postmap reads
 // them), a line that starts with white space continues the previous logical
 // line; the physical lines are joined with a single space. Without it, such a
 // line is reported as an error by the caller (see Line.Indented).
-func SplitLines(file string, data []byte, continuation bool) ([]Line, []Diag) {
-	var out []Line
+func SplitLines[D Data](file string, data D, continuation bool) ([]Line, []Diag) {
+	// At most one conversion for the whole file: every Line.Text (and so
+	// every address and hash parsed from it) is a substring of text, instead
+	// of a separate allocation per line.
+	text := string(data)
+	out := make([]Line, 0, strings.Count(text, "\n")+1)
+	diags := eachLine(file, text, continuation, func(l Line) { out = append(out, l) })
+	return out, diags
+}
+
+// eachLine calls yield with each logical line of text (see SplitLines), in
+// order, and returns the diagnostics about the lines themselves. The parsers
+// use it so that a large file's lines are never all in a slice.
+func eachLine(file, text string, continuation bool, yield func(Line)) []Diag {
 	var diags []Diag
+	var last Line // yielded once the next line shows that it is complete
+	have := false
 	num := 0
-	for len(data) > 0 {
+	for len(text) > 0 {
 		num++
-		var raw []byte
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			raw, data = data[:i], data[i+1:]
+		var raw string
+		if i := strings.IndexByte(text, '\n'); i >= 0 {
+			raw, text = text[:i], text[i+1:]
 		} else {
-			raw, data = data, nil
+			raw, text = text, ""
 		}
-		raw = bytes.TrimSuffix(raw, []byte{'\r'})
-		text := string(raw)
-		trimmed := strings.TrimLeft(text, " \t")
+		raw = strings.TrimSuffix(raw, "\r")
+		trimmed := strings.TrimLeft(raw, " \t")
 		if trimmed == "" || trimmed[0] == '#' {
 			continue
 		}
-		if trimmed != text {
-			if continuation && len(out) > 0 {
-				out[len(out)-1].Text += " " + trimmed
+		if trimmed != raw {
+			if continuation && have {
+				last.Text += " " + trimmed
 				continue
 			}
 			diags = append(diags, Diag{Pos{file, num}, Error, "line starts with white space (a continuation line with nothing to continue)"})
 			continue
 		}
-		out = append(out, Line{Num: num, Text: text})
+		if have {
+			yield(last)
+		}
+		last, have = Line{Num: num, Text: raw}, true
 	}
-	return out, diags
+	if have {
+		yield(last)
+	}
+	return diags
 }

@@ -9,9 +9,12 @@ package directory
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"sync"
 
 	"github.com/mailgate/mailgate/internal/address"
 	"github.com/mailgate/mailgate/internal/conffile"
@@ -75,36 +78,50 @@ func (e *LoadError) Error() string {
 // Load reads every configuration file in dir (each is optional) and builds a
 // Snapshot. When any file has an error, Load returns a *LoadError.
 func Load(dir string, s *settings.Settings) (*Snapshot, error) {
-	read := func(name string) ([]byte, error) {
-		data, err := os.ReadFile(filepath.Join(dir, name))
+	// Each file is read when build needs it. A read error ends the load
+	// whatever was found before it, as when every file was read first.
+	return build(func(name string) (string, bool, error) {
+		text, err := readString(filepath.Join(dir, name))
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil
+			return "", false, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", name, err)
+			return "", false, fmt.Errorf("reading %s: %w", name, err)
 		}
-		return data, nil
+		return text, true, nil
+	}, s)
+}
+
+// readString reads a file into a string. Unlike string(os.ReadFile(…)), it
+// does not hold the content twice: the snapshot keeps substrings of it, and
+// a large directory's files are hundreds of megabytes.
+func readString(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
 	}
-	files := map[string][]byte{}
-	for _, name := range []string{conffile.AccountsFile, conffile.VirtualFile, conffile.RegexpFile,
-		conffile.SendAsFile, conffile.SendAccessFile, conffile.ReceiveAccessFile, conffile.LocalAliasesFile} {
-		data, err := read(name)
-		if err != nil {
-			return nil, err
-		}
-		if data != nil {
-			files[name] = data
-		}
+	defer f.Close()
+	var b strings.Builder
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		b.Grow(int(fi.Size()))
 	}
-	return Build(files, s)
+	_, err = io.Copy(&b, f)
+	return b.String(), err
 }
 
 // Build builds a Snapshot from file contents keyed by file name.
 func Build(files map[string][]byte, s *settings.Settings) (*Snapshot, error) {
+	return build(func(name string) (string, bool, error) {
+		data, ok := files[name]
+		return string(data), ok, nil
+	}, s)
+}
+
+// build builds a Snapshot from the files that read returns (ok false for a
+// missing file).
+func build(read func(name string) (text string, ok bool, err error), s *settings.Settings) (*Snapshot, error) {
 	snap := &Snapshot{
 		Settings:     s,
-		Accounts:     map[address.Address]*conffile.Account{},
-		Aliases:      map[conffile.Key]*Alias{},
 		SendAs:       map[conffile.Key][]Grant{},
 		SendRestrict: map[address.Address]conffile.Pos{},
 		RecvRestrict: map[address.Address]conffile.Pos{},
@@ -114,27 +131,29 @@ func Build(files map[string][]byte, s *settings.Settings) (*Snapshot, error) {
 	var diags []conffile.Diag
 	add := func(d []conffile.Diag) { diags = append(diags, d...) }
 
-	accounts, d := conffile.ParseAccounts(conffile.AccountsFile, files[conffile.AccountsFile])
-	add(d)
-	for i := range accounts {
-		a := &accounts[i]
-		k := a.Address
-		if prev, ok := snap.Accounts[k]; ok {
-			add([]conffile.Diag{{Pos: a.Pos, Severity: conffile.Error,
-				Msg: fmt.Sprintf("account %s is already defined at %s", k, prev.Pos)}})
-			continue
-		}
-		snap.Accounts[k] = a
+	// postfix-accounts.cf and postfix-virtual.cf are most of a large
+	// directory, and independent of each other: index them in parallel.
+	var acc accountsPart
+	var wg sync.WaitGroup
+	wg.Go(func() { acc = loadAccounts(read) })
+	al := loadAliases(read, s.Hostname)
+	wg.Wait()
+	if acc.err != nil {
+		return nil, acc.err
 	}
-
-	aliases, d := conffile.ParseVirtual(conffile.VirtualFile, files[conffile.VirtualFile], s.Hostname)
-	add(d)
-	for _, a := range aliases {
-		add(mergeAlias(snap.Aliases, a.Key, a.Key, a.Pos, a.Targets, "alias"))
+	if al.err != nil {
+		return nil, al.err
 	}
+	snap.Accounts, snap.Aliases = acc.index, al.index
+	add(acc.diags)
+	add(al.diags)
 
-	if data, ok := files[conffile.RegexpFile]; ok {
-		t, err := pcretable.Parse(conffile.RegexpFile, data)
+	text, ok, err := read(conffile.RegexpFile)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		t, err := pcretable.Parse(conffile.RegexpFile, []byte(text))
 		if err != nil {
 			var pe *pcretable.ParseError
 			for _, e := range unjoin(err) {
@@ -149,7 +168,10 @@ func Build(files map[string][]byte, s *settings.Settings) (*Snapshot, error) {
 		}
 	}
 
-	grants, d := conffile.ParseSendAs(conffile.SendAsFile, files[conffile.SendAsFile])
+	if text, _, err = read(conffile.SendAsFile); err != nil {
+		return nil, err
+	}
+	grants, d := conffile.ParseSendAs(conffile.SendAsFile, text)
 	add(d)
 	for _, g := range grants {
 		k := g.Sender
@@ -177,7 +199,11 @@ func Build(files map[string][]byte, s *settings.Settings) (*Snapshot, error) {
 		name string
 		into map[address.Address]conffile.Pos
 	}{{conffile.SendAccessFile, snap.SendRestrict}, {conffile.ReceiveAccessFile, snap.RecvRestrict}} {
-		entries, d := conffile.ParseAccess(f.name, files[f.name])
+		text, _, err := read(f.name)
+		if err != nil {
+			return nil, err
+		}
+		entries, d := conffile.ParseAccess(f.name, text)
 		add(d)
 		for _, e := range entries {
 			k := e.Address
@@ -190,20 +216,29 @@ func Build(files map[string][]byte, s *settings.Settings) (*Snapshot, error) {
 		}
 	}
 
-	locals, d := conffile.ParseLocalAliases(conffile.LocalAliasesFile, files[conffile.LocalAliasesFile], s.Hostname)
+	if text, _, err = read(conffile.LocalAliasesFile); err != nil {
+		return nil, err
+	}
+	locals, d := conffile.ParseLocalAliases(conffile.LocalAliasesFile, text, s.Hostname)
 	add(d)
+	slab := newAliasSlab(len(locals))
 	for _, l := range locals {
-		add(mergeAlias(snap.LocalAliases, l.Name, conffile.Key{Local: l.Name}, l.Pos, l.Targets, "local alias"))
+		add(mergeAlias(snap.LocalAliases, l.Name, conffile.Key{Local: l.Name}, l.Pos, l.Targets, "local alias", slab))
 	}
 
 	// SPEC §3: mailbox domains, then alias domains; excluded domains never.
-	for _, a := range snap.Accounts {
-		if !s.IsExcluded(a.Address.Domain) {
-			snap.Domains[a.Address.Domain] = MailboxDomain
+	// (The loops skip runs of one domain: a map access per entry is a good
+	// part of the load time of a large directory.)
+	last := ""
+	for i := range acc.list {
+		if d := acc.list[i].Address.Domain; d != last {
+			if !s.IsExcluded(d) {
+				snap.Domains[d] = MailboxDomain
+			}
+			last = d
 		}
 	}
-	for _, a := range snap.Aliases {
-		d := a.Key.Domain
+	for d := range al.domains {
 		if d == "" || s.IsExcluded(d) {
 			continue
 		}
@@ -222,27 +257,118 @@ func Build(files map[string][]byte, s *settings.Settings) (*Snapshot, error) {
 	return snap, nil
 }
 
-func mergeAlias[K comparable](m map[K]*Alias, k K, key conffile.Key, pos conffile.Pos, targets []conffile.Target, what string) []conffile.Diag {
-	var diags []conffile.Diag
+type accountsPart struct {
+	list  []conffile.Account
+	index map[address.Address]*conffile.Account
+	diags []conffile.Diag
+	err   error
+}
+
+// loadAccounts reads and indexes postfix-accounts.cf.
+func loadAccounts(read func(string) (string, bool, error)) (p accountsPart) {
+	text, _, err := read(conffile.AccountsFile)
+	if err != nil {
+		p.err = err
+		return p
+	}
+	p.list, p.diags = conffile.ParseAccounts(conffile.AccountsFile, text)
+	p.index = make(map[address.Address]*conffile.Account, len(p.list))
+	for i := range p.list {
+		a := &p.list[i]
+		k := a.Address
+		if prev, ok := p.index[k]; ok {
+			p.diags = append(p.diags, conffile.Diag{Pos: a.Pos, Severity: conffile.Error,
+				Msg: fmt.Sprintf("account %s is already defined at %s", k, prev.Pos)})
+			continue
+		}
+		p.index[k] = a
+	}
+	return p
+}
+
+type aliasesPart struct {
+	index   map[conffile.Key]*Alias
+	domains map[string]bool // of the keys
+	diags   []conffile.Diag
+	err     error
+}
+
+// loadAliases reads and indexes postfix-virtual.cf.
+func loadAliases(read func(string) (string, bool, error), hostname string) (p aliasesPart) {
+	text, _, err := read(conffile.VirtualFile)
+	if err != nil {
+		p.err = err
+		return p
+	}
+	// At most one entry per line: size the index and the slab for that.
+	n := strings.Count(text, "\n") + 1
+	p.index = make(map[conffile.Key]*Alias, n)
+	p.domains = map[string]bool{}
+	slab := newAliasSlab(n)
+	var merged []conffile.Diag
+	last := ""
+	p.diags = conffile.ParseVirtualFunc(conffile.VirtualFile, text, hostname, func(a conffile.Alias) {
+		merged = append(merged, mergeAlias(p.index, a.Key, a.Key, a.Pos, a.Targets, "alias", slab)...)
+		if d := a.Key.Domain; d != last {
+			p.domains[d] = true
+			last = d
+		}
+	})
+	p.diags = append(p.diags, merged...)
+	return p
+}
+
+// aliasSlab hands out the Alias values and first Lines of one file from two
+// arrays instead of three allocations per key.
+type aliasSlab struct {
+	aliases []Alias
+	lines   []conffile.Pos
+}
+
+func newAliasSlab(n int) *aliasSlab {
+	return &aliasSlab{aliases: make([]Alias, n), lines: make([]conffile.Pos, n)}
+}
+
+func (s *aliasSlab) new(key conffile.Key, pos conffile.Pos) *Alias {
+	a := &s.aliases[0]
+	s.aliases = s.aliases[1:]
+	a.Key = key
+	a.Lines = s.lines[:1:1] // an append for a duplicate key copies
+	a.Lines[0] = pos
+	s.lines = s.lines[1:]
+	return a
+}
+
+// mergeAlias adds the targets of one line to the entry of its key. The
+// targets slice becomes the entry's when the key is new.
+func mergeAlias[K comparable](m map[K]*Alias, k K, key conffile.Key, pos conffile.Pos, targets []conffile.Target, what string, slab *aliasSlab) []conffile.Diag {
 	a, ok := m[k]
 	if !ok {
-		a = &Alias{Key: key}
+		a = slab.new(key, pos)
+		a.Targets = appendNew(targets[:0], targets)
 		m[k] = a
-	} else {
-		diags = append(diags, conffile.Diag{Pos: pos, Severity: conffile.Warning,
-			Msg: fmt.Sprintf("duplicate %s key %s (also at %s): targets merged", what, key, a.Lines[0])})
+		return nil
 	}
+	diags := []conffile.Diag{{Pos: pos, Severity: conffile.Warning,
+		Msg: fmt.Sprintf("duplicate %s key %s (also at %s): targets merged", what, key, a.Lines[0])}}
 	a.Lines = append(a.Lines, pos)
+	a.Targets = appendNew(a.Targets, targets)
+	return diags
+}
+
+// appendNew appends the targets whose address is not in have yet, in order.
+// have may share its array with targets when it is targets[:0].
+func appendNew(have, targets []conffile.Target) []conffile.Target {
 next:
 	for _, t := range targets {
-		for _, have := range a.Targets {
-			if have.Address == t.Address {
+		for _, h := range have {
+			if h.Address == t.Address {
 				continue next
 			}
 		}
-		a.Targets = append(a.Targets, t)
+		have = append(have, t)
 	}
-	return diags
+	return have
 }
 
 func unjoin(err error) []error {

@@ -16,6 +16,9 @@ type Size struct {
 	Grants   int
 	Regexps  int
 	Domains  int // accounts and aliases are spread over this many domains
+	// CatchAlls is how many domains (d0, d1, …) get a catch-all alias
+	// "@dI.example" → the first account of that domain.
+	CatchAlls int
 }
 
 // Hash is a real SHA512-CRYPT hash (of "mypassword") used for every account.
@@ -37,6 +40,11 @@ func (s Size) GrantSender(i int) string { return fmt.Sprintf("noreply%d@ext%d.ex
 // RegexpKey returns an address that regexp rule i matches (and only it).
 func (s Size) RegexpKey(i, n int) string { return fmt.Sprintf("r%d-%d@%s", i, n, Domain(i%s.Domains)) }
 
+// CatchAll returns an address in domain i that is neither an account nor an
+// alias nor matched by a regexp rule: with i < CatchAlls it is delivered by
+// the domain's catch-all, otherwise it is unknown.
+func (s Size) CatchAll(i, n int) string { return fmt.Sprintf("nobody%d@%s", n, Domain(i%s.Domains)) }
+
 // Write writes the configuration files into dir.
 func Write(dir string, s Size) error {
 	if s.Domains <= 0 {
@@ -51,7 +59,11 @@ func Write(dir string, s Size) error {
 		line func(i int) string
 	}{
 		{"postfix-accounts.cf", s.Accounts, func(i int) string { return s.Account(i) + "|" + Hash }},
-		{"postfix-virtual.cf", s.Aliases, func(i int) string {
+		{"postfix-virtual.cf", s.Aliases + min(s.CatchAlls, s.Domains), func(i int) string {
+			if i >= s.Aliases {
+				d := i - s.Aliases
+				return "@" + Domain(d) + " " + s.Account(d%max(s.Accounts, 1))
+			}
 			return s.Alias(i) + " " + s.Account(i%max(s.Accounts, 1)) + "," + s.Account((i+1)%max(s.Accounts, 1))
 		}},
 		{"postfix-send-as.cf", s.Grants, func(i int) string { return s.GrantSender(i) + " " + s.Account(i%max(s.Accounts, 1)) }},

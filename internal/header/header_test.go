@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestParseFields(t *testing.T) {
@@ -224,7 +223,12 @@ func typicalMessage() string {
 // (one huge folded field, thousands of tiny fields, a huge body) and checks
 // that each takes a bounded time. The benchmarks show the linearity; this
 // only catches a quadratic regression, with a generous bound.
-func TestParseLinear(t *testing.T) {
+// TestParseLargeInputs parses the inputs that would expose a quadratic path
+// (many fields, many folds, a long line, a large body, no line ends). It
+// asserts no timing — speed is measured by the benchmarks
+// (BenchmarkParse*, linear in the header size) — but a quadratic parser
+// would make this test run for minutes and hit the test timeout.
+func TestParseLargeInputs(t *testing.T) {
 	inputs := map[string][]byte{
 		"many fields":  []byte(strings.Repeat("A:b\r\n", (MaxBlock-1)/5) + "\r\n"),
 		"many folds":   []byte("A:" + strings.Repeat("\r\n b", (MaxBlock-10)/4) + "\r\n\r\n"),
@@ -233,12 +237,10 @@ func TestParseLinear(t *testing.T) {
 		"no line ends": bytes.Repeat([]byte("x"), 4<<20),
 	}
 	for name, in := range inputs {
-		start := time.Now()
 		for range 10 {
-			_, _ = Parse(in)
-		}
-		if d := time.Since(start) / 10; d > 500*time.Millisecond {
-			t.Errorf("%s: %v per parse", name, d)
+			if b, err := Parse(in); err == nil && b.Body > len(in) {
+				t.Errorf("%s: body offset %d beyond the input", name, b.Body)
+			}
 		}
 	}
 }

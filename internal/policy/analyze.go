@@ -42,8 +42,7 @@ func Analyze(snap *directory.Snapshot) []conffile.Diag {
 			if k.IsBare() {
 				rule = RuleLocalAlias
 			}
-			e := fromAlias(al, rule, address.Address{Local: k.Local, Domain: k.Domain})
-			e.step.Key = k.String()
+			e := fromAlias(al, rule, k.String())
 			r.expand(address.Address{Local: k.Local, Domain: k.Domain}, e, "", "", nil, 0)
 			check(k.String(), pos, res, r.problem)
 		default:
@@ -60,7 +59,7 @@ func Analyze(snap *directory.Snapshot) []conffile.Diag {
 		res := RouteResult{}
 		r := resolver{snap: snap, catchAll: true, res: &res}
 		a := address.Address{Local: name, Domain: snap.Settings.Hostname}
-		r.expand(a, fromAlias(al, RuleLocalAlias, a), "", "", nil, 0)
+		r.expand(a, fromAlias(al, RuleLocalAlias, a.String()), "", "", nil, 0)
 		check(name, al.Lines[0], res, r.problem)
 	}
 	sort.SliceStable(out, func(i, j int) bool {

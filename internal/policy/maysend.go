@@ -2,7 +2,7 @@ package policy
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/mailgate/mailgate/internal/address"
@@ -32,13 +32,20 @@ type Decision struct {
 // From (SPEC §5). sender "" or "<>" is the null sender. Both are parsed and
 // validated (SPEC §1) here.
 func MaySend(snap *directory.Snapshot, login, sender string) Decision {
+	return maySend(snap, login, sender, true)
+}
+
+// maySend is MaySend; fast enables the shortcut for a login sending as
+// itself (the tests compare it with the general path).
+func maySend(snap *directory.Snapshot, login, sender string, fast bool) Decision {
 	d := Decision{Login: login, Sender: sender, Owners: []Owner{}}
 	l, err := address.Parse(login, address.Options{UTF8Local: true})
 	if err != nil {
 		return d.deny(RuleUnknownLogin, Reply{535, "5.7.8", fmt.Sprintf("invalid login: %s", reason(err))}, "")
 	}
-	d.Login = l.String()
-	if _, ok := snap.Accounts[l]; !ok {
+	d.Login = canonicalString(login, l)
+	acc, ok := snap.Accounts[l]
+	if !ok {
 		return d.deny(RuleUnknownLogin, Reply{535, "5.7.8", fmt.Sprintf("login %s is not an account", l)}, "")
 	}
 	if sender == "" || sender == "<>" {
@@ -52,16 +59,23 @@ func MaySend(snap *directory.Snapshot, login, sender string) Decision {
 	if err != nil {
 		return d.deny(RuleInvalidSender, Reply{501, "5.1.7", fmt.Sprintf("<%s>: Sender address rejected: %s", sender, reason(err))}, "")
 	}
-	d.Sender = s.String()
-	accessDenied := Reply{554, "5.7.1", fmt.Sprintf("<%s>: Sender address rejected: Access denied", s)}
+	d.Sender = canonicalString(sender, s)
 	if pos, ok := snap.SendRestrict[s]; ok {
-		return d.deny(RuleRestricted, accessDenied, "sender "+s.String()+" is restricted at "+pos.String())
+		return d.deny(RuleRestricted, accessDenied(s), "sender "+s.String()+" is restricted at "+pos.String())
 	}
 	if pos, ok := snap.SendRestrict[l]; ok {
-		return d.deny(RuleRestricted, accessDenied, "login "+l.String()+" is restricted at "+pos.String())
+		return d.deny(RuleRestricted, accessDenied(s), "login "+l.String()+" is restricted at "+pos.String())
 	}
 	if !snap.Settings.SpoofProtection {
 		return d.allow(RuleSpoofOff, "spoof_protection = false: every authenticated user may use any sender")
+	}
+	if fast && s == l {
+		// The login sends as itself: Owners would find it first, by rule a,
+		// with exactly this chain, whatever else owns the address, and the
+		// decision would be the same (TestMaySendFastPath).
+		d = d.allow(RuleAccount, "")
+		d.Grant = &Owner{Login: d.Login, Chain: []Step{{Rule: RuleAccount, Key: d.Sender, Pos: posPtr(acc.Pos)}}}
+		return d
 	}
 	owners := Owners(snap, s)
 	for i := range owners {
@@ -81,6 +95,20 @@ func MaySend(snap *directory.Snapshot, login, sender string) Decision {
 		detail = "owned by " + strings.Join(names, ", ")
 	}
 	return d.deny(RuleNotOwned, Reply{553, "5.7.1", fmt.Sprintf("<%s>: Sender address rejected: not owned by user %s", s, l)}, detail)
+}
+
+func accessDenied(s address.Address) Reply {
+	return Reply{554, "5.7.1", fmt.Sprintf("<%s>: Sender address rejected: Access denied", s)}
+}
+
+// canonicalString returns a.String(), reusing in when it already is that
+// string (no allocation in the common case of canonical input).
+func canonicalString(in string, a address.Address) string {
+	if len(in) == len(a.Local)+1+len(a.Domain) && strings.HasPrefix(in, a.Local) &&
+		in[len(a.Local)] == '@' && in[len(a.Local)+1:] == a.Domain {
+		return in
+	}
+	return a.String()
 }
 
 func (d Decision) allow(rule, detail string) Decision {
@@ -103,37 +131,68 @@ func (d Decision) deny(rule string, r Reply, detail string) Decision {
 //	c. grants in postfix-send-as.cf for S and for @domain(S);
 //	d. when S has no entry of its own and has an extension: owners(base(S)).
 func Owners(snap *directory.Snapshot, s address.Address) []Owner {
-	o := ownerSet{}
+	var o ownerSet
 	o.collect(snap, s, nil)
 	return o.sorted()
 }
 
-type ownerSet map[string]Owner
+// ownerSet collects owners, the first chain found for each login. An
+// address usually has one or two owners: a slice, indexed by a map only when
+// it grows long.
+type ownerSet struct {
+	list  []Owner
+	index map[string]bool
+}
 
-func (o ownerSet) add(login string, chain []Step) {
-	if _, ok := o[login]; !ok {
-		o[login] = Owner{Login: login, Chain: chain}
+const ownerSetIndexAt = 16
+
+func (o *ownerSet) has(login string) bool {
+	if o.index != nil {
+		return o.index[login]
+	}
+	for i := range o.list {
+		if o.list[i].Login == login {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *ownerSet) add(login string, chain []Step) {
+	if o.has(login) {
+		return
+	}
+	o.list = append(o.list, Owner{Login: login, Chain: chain})
+	switch {
+	case o.index != nil:
+		o.index[login] = true
+	case len(o.list) > ownerSetIndexAt:
+		o.index = make(map[string]bool, 2*len(o.list))
+		for i := range o.list {
+			o.index[o.list[i].Login] = true
+		}
 	}
 }
 
-func (o ownerSet) sorted() []Owner {
-	out := make([]Owner, 0, len(o))
-	for _, v := range o {
-		out = append(out, v)
+// sorted returns the owners by login.
+func (o *ownerSet) sorted() []Owner {
+	if o.list == nil {
+		return []Owner{}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Login < out[j].Login })
-	return out
+	slices.SortFunc(o.list, func(a, b Owner) int { return strings.Compare(a.Login, b.Login) })
+	return o.list
 }
 
-func (o ownerSet) collect(snap *directory.Snapshot, s address.Address, chain []Step) {
+func (o *ownerSet) collect(snap *directory.Snapshot, s address.Address, chain []Step) {
 	hasEntry := false
+	key := s.String()
 	// a.
 	if acc, ok := snap.Accounts[s]; ok {
 		hasEntry = true
-		o.add(s.String(), extend(chain, Step{Rule: RuleAccount, Key: s.String(), Pos: posPtr(acc.Pos)}))
+		o.add(key, extend(chain, Step{Rule: RuleAccount, Key: key, Pos: posPtr(acc.Pos)}))
 	}
 	// b.
-	if e, ok := aliasEntry(snap, s); ok {
+	if e, ok := aliasEntry(snap, s, key); ok {
 		hasEntry = true
 		res := RouteResult{}
 		r := resolver{snap: snap, catchAll: false, res: &res, path: []address.Address{s}}
@@ -149,7 +208,7 @@ func (o ownerSet) collect(snap *directory.Snapshot, s address.Address, chain []S
 	// c.
 	for _, g := range snap.SendAs[conffile.KeyOf(s)] {
 		hasEntry = true
-		o.add(g.Login, extend(chain, Step{Rule: RuleSendAs, Key: s.String(), Pos: posPtr(g.Pos)}))
+		o.add(g.Login, extend(chain, Step{Rule: RuleSendAs, Key: key, Pos: posPtr(g.Pos)}))
 	}
 	for _, g := range snap.SendAs[conffile.Key{Domain: s.Domain}] {
 		o.add(g.Login, extend(chain, Step{Rule: RuleSendAsDomain, Key: "@" + s.Domain, Pos: posPtr(g.Pos)}))
@@ -158,7 +217,7 @@ func (o ownerSet) collect(snap *directory.Snapshot, s address.Address, chain []S
 	if !hasEntry {
 		if base, delim, ext, ok := address.SplitExtension(s.Local, snap.Settings.RecipientDelimiter); ok {
 			b := address.Address{Local: base, Domain: s.Domain}
-			o.collect(snap, b, extend(chain, Step{Rule: RuleExtension, Key: s.String(), Detail: "base " + b.String() + ", extension " + delim + ext}))
+			o.collect(snap, b, extend(chain, Step{Rule: RuleExtension, Key: key, Detail: "base " + b.String() + ", extension " + delim + ext}))
 		}
 	}
 }

@@ -124,24 +124,24 @@ type entry struct {
 }
 
 // aliasEntry applies rule 1 (exact key; at the server's own names also bare
-// keys and postfix-aliases.cf) and rule 2 (regexp aliases) to a.
-func aliasEntry(snap *directory.Snapshot, a address.Address) (entry, bool) {
+// keys and postfix-aliases.cf) and rule 2 (regexp aliases) to a; key is
+// a.String().
+func aliasEntry(snap *directory.Snapshot, a address.Address, key string) (entry, bool) {
 	managed := snap.IsManaged(a.Domain)
 	if managed {
 		if al, ok := snap.Aliases[conffile.KeyOf(a)]; ok {
-			return fromAlias(al, RuleAlias, a), true
+			return fromAlias(al, RuleAlias, key), true
 		}
 	}
 	if isLocalName(snap, a.Domain) {
 		if al, ok := snap.Aliases[conffile.Key{Local: a.Local}]; ok {
-			return fromAlias(al, RuleLocalAlias, a), true
+			return fromAlias(al, RuleLocalAlias, key), true
 		}
 		if al, ok := snap.LocalAliases[a.Local]; ok {
-			return fromAlias(al, RuleLocalAlias, a), true
+			return fromAlias(al, RuleLocalAlias, key), true
 		}
 	}
 	if managed && snap.Regexp != nil {
-		key := a.String()
 		if m, ok := snap.Regexp.Lookup(key); ok {
 			e := entry{step: Step{Rule: RuleRegexp, Key: key, Detail: m.Rule + " → " + m.Result,
 				Pos: &conffile.Pos{File: conffile.RegexpFile, Line: m.Line}}}
@@ -159,8 +159,8 @@ func aliasEntry(snap *directory.Snapshot, a address.Address) (entry, bool) {
 	return entry{}, false
 }
 
-func fromAlias(al *directory.Alias, rule string, a address.Address) entry {
-	e := entry{step: Step{Rule: rule, Key: a.String(), Pos: posPtr(al.Lines[0])}}
+func fromAlias(al *directory.Alias, rule string, key string) entry {
+	e := entry{step: Step{Rule: rule, Key: key, Pos: posPtr(al.Lines[0])}}
 	if len(al.Lines) > 1 {
 		var more []string
 		for _, p := range al.Lines[1:] {
@@ -216,13 +216,14 @@ func (r *resolver) resolve(a address.Address, chain []Step, depth int, self bool
 	}
 	if self {
 		if _, ok := snap.Accounts[a]; ok {
-			r.mailbox(a, a, "", extend(chain, Step{Rule: RuleSelf, Key: a.String(), Detail: "target equals its key: deliver to this mailbox too"}))
+			key := a.String()
+			r.mailbox(key, a, "", extend(chain, Step{Rule: RuleSelf, Key: key, Detail: "target equals its key: deliver to this mailbox too"}))
 			return
 		}
 		if base, delim, ext, ok := address.SplitExtension(a.Local, snap.Settings.RecipientDelimiter); ok {
 			b := address.Address{Local: base, Domain: a.Domain}
 			if _, ok := snap.Accounts[b]; ok {
-				r.mailbox(a, b, delim+ext, extend(chain, Step{Rule: RuleSelf, Key: a.String(), Detail: "target equals its key: deliver to this mailbox too"}))
+				r.mailbox(b.String(), b, delim+ext, extend(chain, Step{Rule: RuleSelf, Key: a.String(), Detail: "target equals its key: deliver to this mailbox too"}))
 				return
 			}
 		}
@@ -251,8 +252,7 @@ func (r *resolver) resolve(a address.Address, chain []Step, depth int, self bool
 	// Rule 5: catch-all.
 	if r.catchAll && snap.IsManaged(a.Domain) {
 		if al, ok := snap.Aliases[conffile.Key{Domain: a.Domain}]; ok {
-			e := fromAlias(al, RuleCatchAll, a)
-			e.step.Key = "@" + a.Domain
+			e := fromAlias(al, RuleCatchAll, "@"+a.Domain)
 			r.expand(a, e, "", "", chain, depth)
 			return
 		}
@@ -275,12 +275,13 @@ func (r *resolver) resolve(a address.Address, chain []Step, depth int, self bool
 // rules123 applies rules 1–3 to lookup (a itself, or its base for rule 4),
 // carrying delim+ext into the targets. It reports whether a rule applied.
 func (r *resolver) rules123(a, lookup address.Address, delim, ext string, chain []Step, depth int) bool {
-	if e, ok := aliasEntry(r.snap, lookup); ok {
+	key := lookup.String()
+	if e, ok := aliasEntry(r.snap, lookup, key); ok {
 		r.expand(lookup, e, delim, ext, chain, depth)
 		return true
 	}
 	if acc, ok := r.snap.Accounts[lookup]; ok {
-		r.mailbox(a, lookup, joinExt(delim, ext), extend(chain, Step{Rule: RuleAccount, Key: lookup.String(), Pos: posPtr(acc.Pos)}))
+		r.mailbox(key, lookup, joinExt(delim, ext), extend(chain, Step{Rule: RuleAccount, Key: key, Pos: posPtr(acc.Pos)}))
 		return true
 	}
 	return false
@@ -312,13 +313,13 @@ func (r *resolver) expand(key address.Address, e entry, delim, ext string, chain
 	}
 }
 
-func (r *resolver) mailbox(a, account address.Address, ext string, chain []Step) {
-	mailbox := account.String()
+// mailbox adds the mailbox of account (mailbox is account.String()), with
+// the extension ext carried, if any.
+func (r *resolver) mailbox(mailbox string, account address.Address, ext string, chain []Step) {
 	addr := mailbox
 	if ext != "" {
 		addr = account.WithExtension(ext[:1], ext[1:]).String()
 	}
-	_ = a
 	r.add(Destination{Kind: Mailbox, Address: addr, Mailbox: mailbox, Extension: ext, Chain: chain})
 }
 
