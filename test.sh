@@ -59,7 +59,7 @@ fi
 
 # --- tests -----------------------------------------------------------------------
 say "go test -race"
-go test -race -count=1 ./...
+go test -race -count=1 -timeout 30m ./...
 
 # --- fuzz smoke run ----------------------------------------------------------------
 if [ "$FUZZTIME" != 0 ]; then

@@ -282,6 +282,10 @@ func ParseSendAs[D Data](file string, data D) ([]Grant, []Diag) {
 			}
 			g.Logins = append(g.Logins, a)
 		}
+		if ok && len(g.Logins) == 0 {
+			diags = append(diags, Diag{pos, Error, fmt.Sprintf("%q: no login", l.Text)})
+			ok = false
+		}
 		if ok {
 			out = append(out, g)
 		}

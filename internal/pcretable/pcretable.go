@@ -164,10 +164,11 @@ type rule struct {
 	re      *regexp.Regexp
 	negated bool
 	pieces  []piece
-	literal string  // result when it contains no group reference
-	maxSub  int     // largest group referenced, 0 if none
-	conds   []int32 // enclosing if conditions, outermost first
-	lit     string  // required literal of a positive rule, for the index
+	literal string   // result when it contains no group reference
+	maxSub  int      // largest group referenced, 0 if none
+	conds   []int32  // enclosing if conditions, outermost first
+	lit     string   // required literal of a positive rule, for the index
+	req     []string // every required literal of a positive rule (ASCII-folded): a pre-filter before the regexp runs
 }
 
 type cond struct {
@@ -261,6 +262,7 @@ func Parse(name string, data []byte) (*Table, error) {
 			}
 			if !r.negated {
 				r.lit = bestLiteral(c.tree)
+				r.req = requiredLiterals(c.tree)
 			}
 			r.conds = append([]int32(nil), condStack...)
 			t.ops = append(t.ops, op{kind: opMatch, idx: int32(len(t.rules))})
@@ -585,6 +587,7 @@ func (t *Table) Lookup(key string) (Match, bool) {
 	cands := t.index.candidates(buf[:0], nodeBuf[:0], key)
 	always := t.index.always
 	var memo condMemo
+	var folded string
 	ci, ai := 0, 0
 	for ci < len(cands) || ai < len(always) {
 		var i int32
@@ -596,7 +599,7 @@ func (t *Table) Lookup(key string) (Match, bool) {
 			i = always[ai]
 			ai++
 		}
-		if !t.condsHold(i, mk, &memo) {
+		if !t.hasRequired(i, key, &folded) || !t.condsHold(i, mk, &memo) {
 			continue
 		}
 		if m, ok := t.try(i, mk, mapped); ok {
@@ -604,6 +607,40 @@ func (t *Table) Lookup(key string) (Match, bool) {
 		}
 	}
 	return Match{}, false
+}
+
+// hasRequired reports whether key (ASCII-folded once, into *folded)
+// contains every literal that rule i requires: a rule whose literals are
+// missing cannot match, and checking them is much cheaper than running its
+// regexp (rules of one domain share the indexed literal "@domain").
+func (t *Table) hasRequired(i int32, key string, folded *string) bool {
+	req := t.rules[i].req
+	if len(req) == 0 {
+		return true
+	}
+	if *folded == "" {
+		*folded = foldString(key)
+	}
+	for _, l := range req {
+		if !strings.Contains(*folded, l) {
+			return false
+		}
+	}
+	return true
+}
+
+// foldString is ASCII lowercasing (foldByte) of a whole string.
+func foldString(s string) string {
+	for i := 0; i < len(s); i++ {
+		if foldByte(s[i]) != s[i] {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				b[j] = foldByte(b[j])
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 func (t *Table) condsHold(i int32, key string, memo *condMemo) bool {
