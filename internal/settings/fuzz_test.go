@@ -1,8 +1,6 @@
 package settings
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/mailgate/mailgate/internal/address"
@@ -16,11 +14,7 @@ func FuzzLoad(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data string) {
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, FileName), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		s, err := Load(dir, envOf(), nil)
+		s, err := parse(FileName, []byte(data), envOf(), nil)
 		if err != nil {
 			return
 		}

@@ -68,6 +68,19 @@ type Env func(name string) (string, bool)
 // Load computes the effective settings from the configuration directory, the
 // environment and the flag overrides (setting name → value).
 func Load(configDir string, env Env, flags map[string]string) (*Settings, error) {
+	path := filepath.Join(configDir, FileName)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		data, err = nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading settings: %w", err)
+	}
+	return parse(path, data, env, flags)
+}
+
+// parse is Load with the content of mailgate.toml (nil when there is none).
+func parse(path string, data []byte, env Env, flags map[string]string) (*Settings, error) {
 	if env == nil {
 		env = os.LookupEnv
 	}
@@ -79,8 +92,7 @@ func Load(configDir string, env Env, flags map[string]string) (*Settings, error)
 	}
 
 	// mailgate.toml
-	path := filepath.Join(configDir, FileName)
-	if data, err := os.ReadFile(path); err == nil {
+	if data != nil {
 		var doc map[string]any
 		if _, err := toml.Decode(string(data), &doc); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
@@ -100,8 +112,6 @@ func Load(configDir string, env Env, flags map[string]string) (*Settings, error)
 			}
 			set(k, v, FileName)
 		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("reading settings: %w", err)
 	}
 
 	// docker-mailserver names, then mailgate's own.
