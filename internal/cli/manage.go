@@ -480,61 +480,48 @@ func runRestrictList(c *ctx) int {
 	return ExitOK
 }
 
-func runAliasAdd(c *ctx) int {
-	k, ok := c.keyArg("ALIAS", c.args[0])
+// listFile describes a "key item[,item…]" file edited by alias and sender.
+type listFile struct {
+	file          string
+	keyArg, item  string // argument names, for messages
+	bareKeysAllow bool   // postfix-virtual.cf may hold bare keys (read, never written)
+}
+
+var (
+	aliasFile  = listFile{conffile.VirtualFile, "ALIAS", "RECIPIENT", true}
+	senderFile = listFile{conffile.SendAsFile, "SENDER", "LOGIN", false}
+)
+
+// runListEdit is alias/sender add (items: a comma-separated list) and del
+// (one item).
+func runListEdit(c *ctx, f listFile, add bool) int {
+	k, ok := c.keyArg(f.keyArg, c.args[0])
 	if !ok {
 		return ExitFail
 	}
-	targets, ok := c.listArg("RECIPIENT", c.args[1])
+	var items []address.Address
+	if add {
+		items, ok = c.listArg(f.item, c.args[1])
+	} else {
+		var a address.Address
+		a, ok = c.addrArg(f.item, c.args[1])
+		items = []address.Address{a}
+	}
 	if !ok {
 		return ExitFail
 	}
-	return c.edit([]string{conffile.VirtualFile}, func(d map[string]*confedit.Doc) ([]confedit.Change, error) {
-		return confedit.AddToList(d[conffile.VirtualFile], k, targets, true)
+	return c.edit([]string{f.file}, func(d map[string]*confedit.Doc) ([]confedit.Change, error) {
+		if add {
+			return confedit.AddToList(d[f.file], k, items, f.bareKeysAllow)
+		}
+		return confedit.RemoveFromList(d[f.file], k, items[0], f.bareKeysAllow)
 	})
 }
 
-func runAliasDel(c *ctx) int {
-	k, ok := c.keyArg("ALIAS", c.args[0])
-	if !ok {
-		return ExitFail
-	}
-	t, ok := c.addrArg("RECIPIENT", c.args[1])
-	if !ok {
-		return ExitFail
-	}
-	return c.edit([]string{conffile.VirtualFile}, func(d map[string]*confedit.Doc) ([]confedit.Change, error) {
-		return confedit.RemoveFromList(d[conffile.VirtualFile], k, t, true)
-	})
-}
-
-func runSenderAdd(c *ctx) int {
-	k, ok := c.keyArg("SENDER", c.args[0])
-	if !ok {
-		return ExitFail
-	}
-	logins, ok := c.listArg("LOGIN", c.args[1])
-	if !ok {
-		return ExitFail
-	}
-	return c.edit([]string{conffile.SendAsFile}, func(d map[string]*confedit.Doc) ([]confedit.Change, error) {
-		return confedit.AddToList(d[conffile.SendAsFile], k, logins, false)
-	})
-}
-
-func runSenderDel(c *ctx) int {
-	k, ok := c.keyArg("SENDER", c.args[0])
-	if !ok {
-		return ExitFail
-	}
-	l, ok := c.addrArg("LOGIN", c.args[1])
-	if !ok {
-		return ExitFail
-	}
-	return c.edit([]string{conffile.SendAsFile}, func(d map[string]*confedit.Doc) ([]confedit.Change, error) {
-		return confedit.RemoveFromList(d[conffile.SendAsFile], k, l, false)
-	})
-}
+func runAliasAdd(c *ctx) int  { return runListEdit(c, aliasFile, true) }
+func runAliasDel(c *ctx) int  { return runListEdit(c, aliasFile, false) }
+func runSenderAdd(c *ctx) int { return runListEdit(c, senderFile, true) }
+func runSenderDel(c *ctx) int { return runListEdit(c, senderFile, false) }
 
 type listRow struct {
 	Key     string   `json:"key"`

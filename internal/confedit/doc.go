@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/mailgate/mailgate/internal/conffile"
 )
 
 // Doc is a configuration file being edited. The original text is kept as
@@ -49,7 +51,7 @@ func (e Entry) Line() int { return e.Num }
 // ReadDoc reads a file of dir; a missing file is an empty Doc.
 func ReadDoc(dir, name string, perm os.FileMode) (*Doc, error) {
 	d := &Doc{Name: name, path: filepath.Join(dir, name), perm: perm, eol: "\n"}
-	text, err := readString(d.path)
+	text, err := conffile.ReadString(d.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return d, nil
 	}
@@ -189,19 +191,4 @@ func (d *Doc) Save() error {
 	}
 	d.dirty = false // the splices stay pending until a scan needs them applied
 	return nil
-}
-
-// readString reads a file into a string with a single copy.
-func readString(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	var b strings.Builder
-	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-		b.Grow(int(fi.Size()) + 1)
-	}
-	_, err = io.Copy(&b, f)
-	return b.String(), err
 }

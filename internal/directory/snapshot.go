@@ -9,7 +9,6 @@ package directory
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -81,7 +80,7 @@ func Load(dir string, s *settings.Settings) (*Snapshot, error) {
 	// Each file is read when build needs it. A read error ends the load
 	// whatever was found before it, as when every file was read first.
 	return build(func(name string) (string, bool, error) {
-		text, err := readString(filepath.Join(dir, name))
+		text, err := conffile.ReadString(filepath.Join(dir, name))
 		if errors.Is(err, os.ErrNotExist) {
 			return "", false, nil
 		}
@@ -90,23 +89,6 @@ func Load(dir string, s *settings.Settings) (*Snapshot, error) {
 		}
 		return text, true, nil
 	}, s)
-}
-
-// readString reads a file into a string. Unlike string(os.ReadFile(…)), it
-// does not hold the content twice: the snapshot keeps substrings of it, and
-// a large directory's files are hundreds of megabytes.
-func readString(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	var b strings.Builder
-	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-		b.Grow(int(fi.Size()))
-	}
-	_, err = io.Copy(&b, f)
-	return b.String(), err
 }
 
 // Build builds a Snapshot from file contents keyed by file name.
