@@ -260,9 +260,9 @@ func (c *command) synopsis() string {
 	s := "mailgate " + c.path
 	for _, f := range c.flags {
 		if f.value != "" {
-			s += fmt.Sprintf(" [--%s %s]", f.name, f.value)
+			s += fmt.Sprintf(" [%s %s]", flagName(f.name), f.value)
 		} else {
-			s += fmt.Sprintf(" [--%s]", f.name)
+			s += fmt.Sprintf(" [%s]", flagName(f.name))
 		}
 	}
 	for _, a := range c.args {
@@ -283,7 +283,7 @@ func (c *command) usage() string {
 	if len(c.flags) > 0 {
 		b.WriteString("\nOptions:\n")
 		for _, f := range c.flags {
-			n := "--" + f.name
+			n := flagName(f.name)
 			if f.value != "" {
 				n += " " + f.value
 			}
@@ -291,6 +291,24 @@ func (c *command) usage() string {
 		}
 	}
 	return b.String()
+}
+
+// flagName writes a one-letter flag with one dash (-y), others with two.
+func flagName(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// listLine formats a command in a list: the synopsis, then the summary,
+// on the next line when the synopsis is long.
+func listLine(c *command) string {
+	syn := strings.TrimPrefix(c.synopsis(), "mailgate ")
+	if len(syn) > 44 {
+		return fmt.Sprintf("  %s\n  %-44s %s\n", syn, "", c.summary)
+	}
+	return fmt.Sprintf("  %-44s %s\n", syn, c.summary)
 }
 
 func groupCommands(group string) []*command {
@@ -307,7 +325,7 @@ func groupUsage(group string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "usage: mailgate %s SUBCOMMAND …\n\nSubcommands:\n", group)
 	for _, c := range groupCommands(group) {
-		fmt.Fprintf(&b, "  %-44s %s\n", strings.TrimPrefix(c.synopsis(), "mailgate "), c.summary)
+		b.WriteString(listLine(c))
 	}
 	return b.String()
 }
@@ -318,7 +336,7 @@ func topUsage() string {
 	list := append([]*command(nil), commands...)
 	sort.SliceStable(list, func(i, j int) bool { return list[i].path < list[j].path })
 	for _, c := range list {
-		fmt.Fprintf(&b, "  %-44s %s\n", strings.TrimPrefix(c.synopsis(), "mailgate "), c.summary)
+		b.WriteString(listLine(c))
 	}
 	b.WriteString("\nRun 'mailgate COMMAND --help' for the details of a command.\n")
 	return b.String()
