@@ -181,15 +181,23 @@ func parse(args []string, env Env) (*ctx, error) {
 		}
 	}
 	if cmd == nil {
-		// A known group without (or with a wrong) subcommand?
-		if group := groupCommands(rest[0]); len(group) > 0 {
-			if len(rest) == 1 {
-				return nil, &usageError{fmt.Sprintf("%s: missing subcommand", rest[0]), groupUsage(rest[0])}
+		// A known group ("email", "email restrict") without, or with a
+		// wrong, subcommand? The longest group that prefixes rest.
+		n := 0
+		for k := 1; k <= len(rest); k++ {
+			if len(groupCommands(strings.Join(rest[:k], " "))) > 0 {
+				n = k
 			}
-			if rest[1] == "-h" || rest[1] == "--help" {
-				return nil, &usageError{usage: groupUsage(rest[0])}
+		}
+		if n > 0 {
+			group := strings.Join(rest[:n], " ")
+			if len(rest) == n {
+				return nil, &usageError{fmt.Sprintf("%s: missing subcommand", group), groupUsage(group)}
 			}
-			return nil, &usageError{fmt.Sprintf("unknown command %q", strings.Join(rest[:2], " ")), groupUsage(rest[0])}
+			if rest[n] == "-h" || rest[n] == "--help" {
+				return nil, &usageError{usage: groupUsage(group)}
+			}
+			return nil, &usageError{fmt.Sprintf("unknown command %q", strings.Join(rest[:n+1], " ")), groupUsage(group)}
 		}
 		return nil, &usageError{fmt.Sprintf("unknown command %q", rest[0]), topUsage()}
 	}

@@ -188,6 +188,11 @@ func (c *ctx) listArg(name, s string) ([]address.Address, bool) {
 // edit runs fn with the lock held on the documents named, then saves the
 // changed ones and reports the changes.
 func (c *ctx) edit(names []string, fn func(docs map[string]*confedit.Doc) ([]confedit.Change, error)) int {
+	return c.editThen(names, fn, nil)
+}
+
+// editThen is edit, then runs after (if not nil) with the lock still held.
+func (c *ctx) editThen(names []string, fn func(docs map[string]*confedit.Doc) ([]confedit.Change, error), after func() error) int {
 	unlock, err := confedit.Lock(c.global.configDir)
 	if err != nil {
 		return c.fail("%v", err)
@@ -216,6 +221,11 @@ func (c *ctx) edit(names []string, fn func(docs map[string]*confedit.Doc) ([]con
 	}
 	for _, ch := range changes {
 		fmt.Fprintln(c.Stdout, ch)
+	}
+	if after != nil {
+		if err := after(); err != nil {
+			return c.fail("%v", err)
+		}
 	}
 	return ExitOK
 }
@@ -316,15 +326,29 @@ func runEmailUpdate(c *ctx) int {
 
 func runEmailDel(c *ctx) int {
 	var addrs []address.Address
+	var dirs []string
+	seen := map[address.Address]bool{}
 	for _, s := range c.args {
 		a, ok := c.addrArg("ADDRESS", s)
 		if !ok {
 			return ExitFail
 		}
+		if seen[a] {
+			continue
+		}
+		seen[a] = true
 		addrs = append(addrs, a)
+		if c.flags["y"] == "true" {
+			// Every mailbox path is checked before anything changes.
+			dir, err := mailboxDir(c.global.dataDir, a)
+			if err != nil {
+				return c.fail("%v", err)
+			}
+			dirs = append(dirs, dir)
+		}
 	}
 	files := []string{conffile.VirtualFile, conffile.SendAsFile, conffile.SendAccessFile, conffile.ReceiveAccessFile, conffile.AccountsFile}
-	code := c.edit(files, func(d map[string]*confedit.Doc) ([]confedit.Change, error) {
+	return c.editThen(files, func(d map[string]*confedit.Doc) ([]confedit.Change, error) {
 		var changes []confedit.Change
 		// Accounts first, so that a missing one stops everything before any
 		// file is written (edit saves only after fn returns).
@@ -345,21 +369,19 @@ func runEmailDel(c *ctx) int {
 			}
 		}
 		return changes, nil
+	}, func() error {
+		// With the lock still held: no command can re-create the account
+		// in between.
+		var errs []error
+		for _, dir := range dirs {
+			if err := os.RemoveAll(dir); err != nil {
+				errs = append(errs, fmt.Errorf("removing mailbox %s: %w", dir, err))
+				continue
+			}
+			fmt.Fprintf(c.Stdout, "removed mailbox directory %s\n", dir)
+		}
+		return errors.Join(errs...)
 	})
-	if code != ExitOK || c.flags["y"] != "true" {
-		return code
-	}
-	for _, a := range addrs {
-		dir, err := mailboxDir(c.global.dataDir, a)
-		if err != nil {
-			return c.fail("%v", err)
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			return c.fail("removing mailbox %s: %v", dir, err)
-		}
-		fmt.Fprintf(c.Stdout, "removed mailbox directory %s\n", dir)
-	}
-	return ExitOK
 }
 
 // mailboxDir is DATA/mail/DOMAIN/LOCAL (the docker-mailserver layout),

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	"github.com/mailgate/mailgate/internal/envelope"
@@ -45,6 +46,9 @@ func runCheckMessage(c *ctx) int {
 		return c.fail("no message: give FILE or standard input")
 	}
 	limit := c.setting.MessageSizeLimit
+	if limit == 0 {
+		limit = math.MaxInt64 - 1 // message_size_limit = 0: no limit
+	}
 	raw, err := io.ReadAll(io.LimitReader(in, limit+1))
 	if err != nil {
 		return c.fail("reading %s: %v", name, err)

@@ -155,6 +155,9 @@ func ParseAccounts[D Data](file string, data D) ([]Account, []Diag) {
 			return
 		}
 		a, err := address.Parse(addr, addrOpts)
+		if err == nil {
+			err = CheckMailboxName(a) // the local part names the Maildir
+		}
 		if err != nil {
 			diags = append(diags, Diag{pos, Error, err.Error()})
 			return

@@ -52,6 +52,9 @@ func Analyze(snap *directory.Snapshot) []conffile.Diag {
 				continue
 			}
 			res := RouteAddress(snap, a)
+			if res.Status == Rejected {
+				continue // a receive restriction, not a broken alias
+			}
 			check(a.String(), pos, res, res.Problem)
 		}
 	}

@@ -60,11 +60,11 @@ func maySend(snap *directory.Snapshot, login, sender string, fast bool) Decision
 		return d.deny(RuleInvalidSender, Reply{501, "5.1.7", fmt.Sprintf("<%s>: Sender address rejected: %s", sender, reason(err))}, "")
 	}
 	d.Sender = canonicalString(sender, s)
-	if pos, ok := snap.SendRestrict[s]; ok {
-		return d.deny(RuleRestricted, accessDenied(s), "sender "+s.String()+" is restricted at "+pos.String())
+	if r, pos, ok := restricted(snap, snap.SendRestrict, s); ok {
+		return d.deny(RuleRestricted, accessDenied(s), "sender "+r.String()+" is restricted at "+pos.String())
 	}
-	if pos, ok := snap.SendRestrict[l]; ok {
-		return d.deny(RuleRestricted, accessDenied(s), "login "+l.String()+" is restricted at "+pos.String())
+	if r, pos, ok := restricted(snap, snap.SendRestrict, l); ok {
+		return d.deny(RuleRestricted, accessDenied(s), "login "+r.String()+" is restricted at "+pos.String())
 	}
 	if !snap.Settings.SpoofProtection {
 		return d.allow(RuleSpoofOff, "spoof_protection = false: every authenticated user may use any sender")
@@ -77,7 +77,9 @@ func maySend(snap *directory.Snapshot, login, sender string, fast bool) Decision
 		d.Grant = &Owner{Login: d.Login, Chain: []Step{{Rule: RuleAccount, Key: d.Sender, Pos: posPtr(acc.Pos)}}}
 		return d
 	}
-	owners := Owners(snap, s)
+	var o ownerSet
+	o.collect(snap, s, nil)
+	owners := o.sorted()
 	for i := range owners {
 		if owners[i].Login == d.Login {
 			d = d.allow(owners[i].Chain[0].Rule, "")
@@ -86,6 +88,11 @@ func maySend(snap *directory.Snapshot, login, sender string, fast bool) Decision
 		}
 	}
 	d.Owners = owners
+	if o.problem != "" {
+		// An alias of S loops or expands too far: its members are unknown
+		// until the configuration is fixed, as Route answers (SPEC §4).
+		return d.deny(RuleNotOwned, Reply{451, "4.6.0", fmt.Sprintf("<%s>: Sender address rejected: %s", s, o.problem)}, o.problem)
+	}
 	names := make([]string, len(owners))
 	for i, o := range owners {
 		names[i] = o.Login
@@ -140,8 +147,9 @@ func Owners(snap *directory.Snapshot, s address.Address) []Owner {
 // address usually has one or two owners: a slice, indexed by a map only when
 // it grows long.
 type ownerSet struct {
-	list  []Owner
-	index map[string]bool
+	list    []Owner
+	index   map[string]bool
+	problem string // an alias loop or expansion limit met on the way
 }
 
 const ownerSetIndexAt = 16
@@ -191,8 +199,9 @@ func (o *ownerSet) collect(snap *directory.Snapshot, s address.Address, chain []
 		hasEntry = true
 		o.add(key, extend(chain, Step{Rule: RuleAccount, Key: key, Pos: posPtr(acc.Pos)}))
 	}
-	// b.
-	if e, ok := aliasEntry(snap, s, key); ok {
+	// b. Only in managed domains: the local aliases of the server's own
+	// names (postfix-aliases.cf, bare keys) route mail but grant no sending.
+	if e, ok := aliasEntry(snap, s, key); ok && snap.IsManaged(s.Domain) {
 		hasEntry = true
 		res := RouteResult{}
 		r := resolver{snap: snap, catchAll: false, res: &res, path: []address.Address{s}}
@@ -203,6 +212,8 @@ func (o *ownerSet) collect(snap *directory.Snapshot, s address.Address, chain []
 					o.add(d.Mailbox, d.Chain)
 				}
 			}
+		} else if o.problem == "" {
+			o.problem = r.problem
 		}
 	}
 	// c.
@@ -220,4 +231,22 @@ func (o *ownerSet) collect(snap *directory.Snapshot, s address.Address, chain []
 			o.collect(snap, b, extend(chain, Step{Rule: RuleExtension, Key: key, Detail: "base " + b.String() + ", extension " + delim + ext}))
 		}
 	}
+}
+
+// restricted looks a up in an access map (postfix-send-access.cf or
+// postfix-receive-access.cf): the address itself, then — as Postfix's
+// check_sender_access and check_recipient_access do with
+// recipient_delimiter — its base without the extension, so that
+// "user+tag@d" is restricted with "user@d".
+func restricted(snap *directory.Snapshot, m map[address.Address]conffile.Pos, a address.Address) (address.Address, conffile.Pos, bool) {
+	if pos, ok := m[a]; ok {
+		return a, pos, true
+	}
+	if base, _, _, ok := address.SplitExtension(a.Local, snap.Settings.RecipientDelimiter); ok {
+		b := address.Address{Local: base, Domain: a.Domain}
+		if pos, ok := m[b]; ok {
+			return b, pos, true
+		}
+	}
+	return address.Address{}, conffile.Pos{}, false
 }

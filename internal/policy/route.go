@@ -71,7 +71,7 @@ func Route(snap *directory.Snapshot, recipient string) RouteResult {
 // RouteAddress is Route for a parsed, canonical address.
 func RouteAddress(snap *directory.Snapshot, a address.Address) RouteResult {
 	res := RouteResult{Recipient: a.String(), Destinations: []Destination{}, Undeliverable: []Destination{}}
-	if pos, ok := snap.RecvRestrict[a]; ok {
+	if _, pos, ok := restricted(snap, snap.RecvRestrict, a); ok {
 		res.Status = Rejected
 		res.Reply = &Reply{554, "5.7.1", fmt.Sprintf("<%s>: Recipient address rejected: Access denied", a)}
 		res.Undeliverable = append(res.Undeliverable, Destination{Kind: Unknown, Address: a.String(),
@@ -146,6 +146,9 @@ func aliasEntry(snap *directory.Snapshot, a address.Address, key string) (entry,
 			e := entry{step: Step{Rule: RuleRegexp, Key: key, Detail: m.Rule + " → " + m.Result,
 				Pos: &conffile.Pos{File: conffile.RegexpFile, Line: m.Line}}}
 			for _, t := range strings.FieldsFunc(m.Result, isTargetSep) {
+				if !strings.Contains(t, "@") {
+					t += "@" + snap.Settings.Hostname // as postfix-virtual.cf targets (Postfix appends $myorigin)
+				}
 				ta, err := address.Parse(t, address.Options{UTF8Local: true})
 				if err != nil {
 					// Kept as an unresolvable target so that it is reported.

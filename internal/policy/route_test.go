@@ -227,3 +227,35 @@ func TestInvalidInputs(t *testing.T) {
 		}
 	}
 }
+
+// Review findings: restrictions cover +tag, local names grant no sending,
+// an alias loop is a temporary failure for MaySend too, bare regexp results
+// get the host name, restrictions are not reported as broken aliases.
+func TestRestrictionsAndEdgeCases(t *testing.T) {
+	snap := load(t, map[string]string{
+		"postfix-receive-access.cf": "user1@localhost.localdomain REJECT\n",
+		"postfix-send-access.cf":    "alias1@localhost.localdomain REJECT\n",
+		"postfix-virtual.cf":        "webmaster user1@localhost.localdomain\nloop1@localhost.localdomain loop2@localhost.localdomain\nloop2@localhost.localdomain loop1@localhost.localdomain,user1@localhost.localdomain\n",
+		"postfix-regexp.cf":         "/^rx-(.*)@localhost\\.localdomain$/ postmaster\n",
+	}, map[string]string{"postmaster_address": "user3@localhost.localdomain"})
+	if r := Route(snap, "user1+x@localhost.localdomain"); r.Status != Rejected {
+		t.Errorf("receive restriction with +tag: %s", r.Status)
+	}
+	if d := MaySend(snap, user1, "alias1+x@localhost.localdomain"); d.Allowed || d.Rule != RuleRestricted {
+		t.Errorf("send restriction with +tag: %+v", d)
+	}
+	if d := MaySend(snap, user1, "webmaster@mail.example.test"); d.Allowed {
+		t.Errorf("a local name granted sending: %+v", d)
+	}
+	if d := MaySend(snap, user1, "loop1@localhost.localdomain"); d.Allowed || d.Reply.Code != 451 || d.Reply.Enhanced != "4.6.0" {
+		t.Errorf("looping alias: %+v", d.Reply)
+	}
+	if r := Route(snap, "rx-a@localhost.localdomain"); dest(r.Destinations) != "mailbox:user3@localhost.localdomain" {
+		t.Errorf("bare regexp result: %s %s %v", r.Status, dest(r.Destinations), r.Undeliverable)
+	}
+	for _, d := range Analyze(snap) {
+		if strings.Contains(d.Msg, "receive restriction") {
+			t.Errorf("restriction reported as a broken alias: %s", d.Error())
+		}
+	}
+}

@@ -36,7 +36,7 @@ type Settings struct {
 	HeaderFrom         string   // "owned", "envelope" or "off"
 	ExcludedDomains    []string // canonical domains that are never managed
 	AccountProvisioner string   // "file"
-	MessageSizeLimit   int64    // bytes
+	MessageSizeLimit   int64    // bytes; 0 means no limit (as in Postfix and DMS)
 	RelayHost          string   // "host:port", or "" for MX lookup
 
 	// Origin maps each setting name to where its value came from:
@@ -380,8 +380,8 @@ func parseSize(v string) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n <= 0 || n > (1<<40)/mult {
-		return 0, fmt.Errorf("%q is not a positive size in bytes (suffix K, M or G allowed)", v)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return 0, fmt.Errorf("%q is not a size in bytes (suffix K, M or G allowed; 0 for no limit)", v)
 	}
 	return n * mult, nil
 }

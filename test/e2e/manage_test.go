@@ -368,3 +368,32 @@ func TestCrashSafety(t *testing.T) {
 		}
 	}
 }
+
+// Review findings: duplicate arguments, a hand-written account whose local
+// part would be a path, a DMS size limit of 0, multi-word group help.
+func TestManagementEdgeCases(t *testing.T) {
+	dir := t.TempDir()
+	mustRun(t, dir, "email", "add", "dup@domain.tld", "mypassword")
+	if r := run(t, dir, nil, "email", "del", "dup@domain.tld", "DUP@domain.tld"); r.code != 0 {
+		t.Errorf("email del with the same address twice: %d %s", r.code, r.stderr)
+	}
+	acc := filepath.Join(dir, "postfix-accounts.cf")
+	if err := os.WriteFile(acc, []byte("user1/@domain.tld|{SHA512-CRYPT}$6$x$y\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, dir, nil, "config", "check"); r.code != 1 || !strings.Contains(r.stdout, "postfix-accounts.cf:1: error:") {
+		t.Errorf("account with '/': %d %s", r.code, r.stdout)
+	}
+	if r := run(t, dir, nil, "email", "del", "-y", "user1/@domain.tld"); r.code != 1 || readFile(t, acc) == "" {
+		t.Errorf("email del -y of a '/' account changed something: %d %s", r.code, r.stderr)
+	}
+	if r := run(t, t.TempDir(), []string{"POSTFIX_MESSAGE_SIZE_LIMIT=0"}, "domain", "list"); r.code != 0 {
+		t.Errorf("POSTFIX_MESSAGE_SIZE_LIMIT=0 refused: %s", r.stderr)
+	}
+	if r := run(t, dir, nil, "email", "restrict", "--help"); r.code != 0 || !strings.Contains(r.stdout, "usage: mailgate email restrict SUBCOMMAND") {
+		t.Errorf("email restrict --help: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, dir, nil, "email", "restrict"); r.code != 2 || !strings.Contains(r.stderr, "email restrict: missing subcommand") {
+		t.Errorf("email restrict: %d %s", r.code, r.stderr)
+	}
+}
