@@ -441,23 +441,10 @@ func lowerUTF8Local(s string, base int) (string, string) {
 	if reason := checkUnicodeNormal(s, base, "local part"); reason != "" {
 		return "", reason
 	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for i, r := range s {
-		l := r
-		if r < utf8.RuneSelf {
-			if 'A' <= r && r <= 'Z' {
-				l = r + 'a' - 'A'
-			}
-		} else {
-			l = unicode.ToLower(r)
-			if l < utf8.RuneSelf {
-				return "", fmt.Sprintf("local part contains %s at byte offset %d, which lowercases to ASCII %q; rejected so that no non-ASCII spelling collapses into an ASCII address", describeRune(r, ""), base+i, l)
-			}
-		}
-		b.WriteRune(l)
+	out, reason := lowerNoCollapse(s, base, "local part", "address")
+	if reason != "" {
+		return "", reason
 	}
-	out := b.String()
 	if out != s {
 		if reason := checkRunes(out, 0); reason != "" {
 			return "", "after lowercasing, the local part " + reason
@@ -716,9 +703,16 @@ func idnaDomain(d string, base int) (string, string) {
 // lowercase to ASCII (U+212A KELVIN SIGN → k), so that dots stay the only
 // label separators and no non-ASCII spelling becomes an ASCII name.
 func lowerDomain(d string, base int) (string, string) {
+	return lowerNoCollapse(d, base, "domain", "domain")
+}
+
+// lowerNoCollapse lowercases s rune by rune (ASCII letters, and non-ASCII
+// runes with unicode.ToLower) and refuses a non-ASCII rune that lowercases
+// to ASCII. what names the part in the reason, whole the kind of name.
+func lowerNoCollapse(s string, base int, what, whole string) (string, string) {
 	var b strings.Builder
-	b.Grow(len(d))
-	for i, r := range d {
+	b.Grow(len(s))
+	for i, r := range s {
 		l := r
 		if r < utf8.RuneSelf {
 			if 'A' <= r && r <= 'Z' {
@@ -727,7 +721,7 @@ func lowerDomain(d string, base int) (string, string) {
 		} else {
 			l = unicode.ToLower(r)
 			if l < utf8.RuneSelf {
-				return "", fmt.Sprintf("domain contains %s at byte offset %d, which lowercases to ASCII %q; rejected so that no non-ASCII spelling collapses into an ASCII domain", describeRune(r, ""), base+i, l)
+				return "", fmt.Sprintf("%s contains %s at byte offset %d, which lowercases to ASCII %q; rejected so that no non-ASCII spelling collapses into an ASCII %s", what, describeRune(r, ""), base+i, l, whole)
 			}
 		}
 		b.WriteRune(l)

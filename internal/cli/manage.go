@@ -290,24 +290,17 @@ func (c *ctx) checkedPassword(p string) (string, bool) {
 
 func runEmailAdd(c *ctx) int {
 	a, ok := c.accountArg(c.args[0])
-	if !ok {
-		return ExitFail
-	}
-	p, ok := c.password()
-	if !ok {
-		return ExitFail
-	}
-	hash, err := passwd.Hash(p)
-	if err != nil {
-		return c.fail("%v", err)
-	}
-	return c.edit([]string{conffile.AccountsFile}, func(d map[string]*confedit.Doc) ([]confedit.Change, error) {
-		return confedit.AddAccount(d[conffile.AccountsFile], a, hash)
-	})
+	return c.setPassword(a, ok, confedit.AddAccount)
 }
 
 func runEmailUpdate(c *ctx) int {
 	a, ok := c.addrArg("ADDRESS", c.args[0])
+	return c.setPassword(a, ok, confedit.UpdateAccount)
+}
+
+// setPassword reads and hashes the password, then writes it with op
+// (AddAccount or UpdateAccount).
+func (c *ctx) setPassword(a address.Address, ok bool, op func(*confedit.Doc, address.Address, string) ([]confedit.Change, error)) int {
 	if !ok {
 		return ExitFail
 	}
@@ -320,7 +313,7 @@ func runEmailUpdate(c *ctx) int {
 		return c.fail("%v", err)
 	}
 	return c.edit([]string{conffile.AccountsFile}, func(d map[string]*confedit.Doc) ([]confedit.Change, error) {
-		return confedit.UpdateAccount(d[conffile.AccountsFile], a, hash)
+		return op(d[conffile.AccountsFile], a, hash)
 	})
 }
 
