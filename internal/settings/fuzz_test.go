@@ -24,7 +24,7 @@ func FuzzLoad(f *testing.F) {
 		if _, err := address.Parse(s.PostmasterAddress, address.Options{}); err != nil {
 			t.Fatalf("postmaster_address %q accepted: %v", s.PostmasterAddress, err)
 		}
-		if s.RecipientDelimiter == "" || s.MessageSizeLimit <= 0 {
+		if s.RecipientDelimiter == "" || s.MessageSizeLimit < 0 {
 			t.Fatalf("bad values accepted: %+v", s)
 		}
 	})
