@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -39,6 +40,16 @@ type Settings struct {
 	MessageSizeLimit   int64    // bytes; 0 means no limit (as in Postfix and DMS)
 	RelayHost          string   // "host:port", or "" for MX lookup
 
+	// mailgate serve (SPEC §8).
+	MaxConnections      int           // simultaneous SMTP connections over all listeners
+	MaxConnectionsPerIP int           // simultaneous SMTP connections from one client address
+	MaxRecipients       int           // RCPT commands accepted per message
+	SMTPTimeout         time.Duration // idle time allowed while waiting for a command
+	DataTimeout         time.Duration // time allowed for the whole DATA transfer of one message
+	QueueLifetime       time.Duration // undeliverable mail is bounced after this long
+	QueueBackoffMin     time.Duration // first retry delay of the outbound queue
+	QueueBackoffMax     time.Duration // longest retry delay
+
 	// Origin maps each setting name to where its value came from:
 	// "default", "mailgate.toml", "env NAME" or "flag".
 	Origin map[string]string
@@ -49,6 +60,8 @@ var Names = []string{
 	"hostname", "recipient_delimiter", "postmaster_address", "spoof_protection",
 	"null_sender", "header_from", "excluded_domains", "account_provisioner",
 	"message_size_limit", "relay_host",
+	"max_connections", "max_connections_per_ip", "max_recipients",
+	"smtp_timeout", "data_timeout", "queue_lifetime", "queue_backoff_min", "queue_backoff_max",
 }
 
 // dmsEnv maps docker-mailserver environment names to settings.
@@ -150,7 +163,17 @@ func build(raw, origin map[string]string) (*Settings, error) {
 		HeaderFrom:         "owned",
 		AccountProvisioner: "file",
 		MessageSizeLimit:   25 << 20,
-		Origin:             map[string]string{},
+		// Postfix's defaults where it has one: smtpd_client_connection_count_limit,
+		// smtpd_recipient_limit, smtpd_timeout, maximal_queue_lifetime.
+		MaxConnections:      1000,
+		MaxConnectionsPerIP: 50,
+		MaxRecipients:       1000,
+		SMTPTimeout:         300 * time.Second,
+		DataTimeout:         10 * time.Minute,
+		QueueLifetime:       5 * 24 * time.Hour,
+		QueueBackoffMin:     300 * time.Second,  // minimal_backoff_time
+		QueueBackoffMax:     4000 * time.Second, // maximal_backoff_time
+		Origin:              map[string]string{},
 	}
 	for _, n := range Names {
 		s.Origin[n] = "default"
@@ -245,25 +268,104 @@ func build(raw, origin map[string]string) (*Settings, error) {
 		}
 		s.RelayHost = hp
 	}
+	for _, c := range []struct {
+		name string
+		dst  *int
+	}{
+		{"max_connections", &s.MaxConnections},
+		{"max_connections_per_ip", &s.MaxConnectionsPerIP},
+		{"max_recipients", &s.MaxRecipients},
+	} {
+		if v, ok := raw[c.name]; ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < 1 || n > 1_000_000 {
+				bad(c.name, fmt.Errorf("%q is not a count between 1 and 1000000", v))
+				continue
+			}
+			*c.dst = n
+		}
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{
+		{"smtp_timeout", &s.SMTPTimeout},
+		{"data_timeout", &s.DataTimeout},
+		{"queue_lifetime", &s.QueueLifetime},
+		{"queue_backoff_min", &s.QueueBackoffMin},
+		{"queue_backoff_max", &s.QueueBackoffMax},
+	} {
+		if v, ok := raw[d.name]; ok {
+			t, err := parseDuration(v)
+			if err != nil {
+				bad(d.name, err)
+				continue
+			}
+			*d.dst = t
+		}
+	}
+	if s.QueueBackoffMax < s.QueueBackoffMin {
+		bad("queue_backoff_max", fmt.Errorf("%s is shorter than queue_backoff_min %s", s.QueueBackoffMax, s.QueueBackoffMin))
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return s, nil
 }
 
+// parseDuration accepts Go durations ("90s", "1h30m") and, as Postfix does, a
+// number with one of the units s, m, h, d, w ("5d"); a bare number is seconds.
+// The result must be positive.
+func parseDuration(v string) (time.Duration, error) {
+	t := strings.TrimSpace(v)
+	bad := fmt.Errorf("%q is not a positive duration (e.g. 300s, 10m, 5d)", v)
+	if t == "" {
+		return 0, bad
+	}
+	unit := time.Second
+	switch t[len(t)-1] {
+	case 'd':
+		unit, t = 24*time.Hour, t[:len(t)-1]
+	case 'w':
+		unit, t = 7*24*time.Hour, t[:len(t)-1]
+	}
+	if n, err := strconv.ParseInt(t, 10, 64); err == nil {
+		if n <= 0 || n > int64(100*365*24*time.Hour/unit) {
+			return 0, bad
+		}
+		return time.Duration(n) * unit, nil
+	}
+	if unit != time.Second {
+		return 0, bad
+	}
+	d, err := time.ParseDuration(t)
+	if err != nil || d <= 0 {
+		return 0, bad
+	}
+	return d, nil
+}
+
 // Values returns the effective values as text, keyed by setting name.
 func (s *Settings) Values() map[string]string {
 	return map[string]string{
-		"hostname":            s.Hostname,
-		"recipient_delimiter": s.RecipientDelimiter,
-		"postmaster_address":  s.PostmasterAddress,
-		"spoof_protection":    strconv.FormatBool(s.SpoofProtection),
-		"null_sender":         s.NullSender,
-		"header_from":         s.HeaderFrom,
-		"excluded_domains":    strings.Join(s.ExcludedDomains, ","),
-		"account_provisioner": s.AccountProvisioner,
-		"message_size_limit":  strconv.FormatInt(s.MessageSizeLimit, 10),
-		"relay_host":          s.RelayHost,
+		"hostname":               s.Hostname,
+		"recipient_delimiter":    s.RecipientDelimiter,
+		"postmaster_address":     s.PostmasterAddress,
+		"spoof_protection":       strconv.FormatBool(s.SpoofProtection),
+		"null_sender":            s.NullSender,
+		"header_from":            s.HeaderFrom,
+		"excluded_domains":       strings.Join(s.ExcludedDomains, ","),
+		"account_provisioner":    s.AccountProvisioner,
+		"message_size_limit":     strconv.FormatInt(s.MessageSizeLimit, 10),
+		"relay_host":             s.RelayHost,
+		"max_connections":        strconv.Itoa(s.MaxConnections),
+		"max_connections_per_ip": strconv.Itoa(s.MaxConnectionsPerIP),
+		"max_recipients":         strconv.Itoa(s.MaxRecipients),
+		"smtp_timeout":           s.SMTPTimeout.String(),
+		"data_timeout":           s.DataTimeout.String(),
+		"queue_lifetime":         s.QueueLifetime.String(),
+		"queue_backoff_min":      s.QueueBackoffMin.String(),
+		"queue_backoff_max":      s.QueueBackoffMax.String(),
 	}
 }
 
