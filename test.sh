@@ -19,11 +19,17 @@ STATICCHECK_VERSION=v0.8.2
 say() { printf '\n=== %s\n' "$*"; }
 
 # --- Debian packages the tests use -------------------------------------------
-# postfix, postfix-pcre: postmap -q, the reference for pcre_table semantics.
+# postfix, postfix-pcre: postmap -q, the reference for pcre_table semantics;
+#   smtp-sink, a real SMTP server for the outbound client's tests.
 # dovecot-core: doveadm pw / auth test verify the password hashes we write.
+# swaks (+ the Perl TLS modules it needs for STARTTLS and implicit TLS):
+#   the client of the `mailgate serve` end-to-end tests.
 PATH=$PATH:/usr/sbin:/sbin
 need_pkgs=()
-command -v postmap >/dev/null 2>&1 || need_pkgs+=(postfix)
+{ command -v postmap && command -v smtp-sink; } >/dev/null 2>&1 || need_pkgs+=(postfix)
+command -v swaks >/dev/null 2>&1 || need_pkgs+=(swaks)
+perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need_pkgs+=(libnet-ssleay-perl)
+perl -MIO::Socket::SSL -e1 >/dev/null 2>&1 || need_pkgs+=(libio-socket-ssl-perl)
 command -v doveadm >/dev/null 2>&1 || need_pkgs+=(dovecot-core)
 if ! { command -v postconf >/dev/null 2>&1 && postconf -m 2>/dev/null | grep -qx pcre; }; then
   need_pkgs+=(postfix-pcre)

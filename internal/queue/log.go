@@ -51,9 +51,18 @@ type loc struct {
 type commit struct {
 	recs  [][]byte
 	apply func([]loc) // may be nil; called with q.mu held after the fsync
-	err   error
-	done  chan struct{}
+	// lazy: the records are written at once but need not be durable before
+	// the answer; they become durable with the next fsync (the next durable
+	// commit, a segment rotation, Close, or lazySyncEvery at the latest).
+	// Delivery states are lazy: losing one in a crash only repeats a
+	// delivery attempt (at-least-once), and it halves the fsyncs per message.
+	lazy bool
+	err  error
+	done chan struct{}
 }
+
+// lazySyncEvery bounds how long a lazy record may stay unsynced.
+const lazySyncEvery = time.Second
 
 // submit hands c to the committer and waits until it is durable or failed.
 func (q *Queue) submit(c *commit) error {
@@ -72,13 +81,19 @@ func (q *Queue) submit(c *commit) error {
 // commit), then answers them all.
 func (q *Queue) committer() {
 	defer close(q.cdon)
+	tick := time.NewTicker(lazySyncEvery)
+	defer tick.Stop()
 	var batch []*commit
 	for {
 		batch = batch[:0]
 		select {
 		case c := <-q.reqs:
 			batch = append(batch, c)
+		case <-tick.C:
+			q.syncLazy()
+			continue
 		case <-q.quit:
+			q.syncLazy()
 			return
 		}
 		n, bytes := len(batch[0].recs), recBytes(batch[0])
@@ -152,15 +167,20 @@ func (q *Queue) writeBatch(batch []*commit) {
 		finish(err)
 		return
 	}
-	q.syncs.Add(1)
-	if err := seg.f.Sync(); err != nil {
-		// After a failed fsync the kernel may have dropped the dirty pages
-		// and a second fsync can "succeed" without writing them (the 2018
-		// "fsyncgate"): never trust this file again in this process.
-		q.broken = fmt.Errorf("%w: fsync %s: %v", ErrBroken, seg.f.Name(), err)
-		q.log.Error("queue log is broken", "err", q.broken)
-		finish(q.broken)
-		return
+	durable := false
+	for _, c := range batch {
+		if !c.lazy {
+			durable = true
+			break
+		}
+	}
+	if durable {
+		if err := q.sync(seg); err != nil {
+			finish(err)
+			return
+		}
+	} else {
+		q.dirty = true
 	}
 	q.mu.Lock()
 	seg.size = start + int64(len(buf))
@@ -179,6 +199,11 @@ func (q *Queue) rotate() error {
 	n := uint32(1)
 	if q.active != nil {
 		n = q.active.num + 1
+		if q.dirty {
+			if err := q.sync(q.active); err != nil {
+				return err
+			}
+		}
 	}
 	seg, err := q.createSegment(n)
 	if err != nil {
@@ -190,6 +215,28 @@ func (q *Queue) rotate() error {
 	q.mu.Unlock()
 	q.kick() // the previous segment may now be compacted
 	return nil
+}
+
+// sync makes everything written to seg durable. Only the committer calls it.
+func (q *Queue) sync(seg *segment) error {
+	q.syncs.Add(1)
+	if err := seg.f.Sync(); err != nil {
+		// After a failed fsync the kernel may have dropped the dirty pages
+		// and a second fsync can "succeed" without writing them (the 2018
+		// "fsyncgate"): never trust this file again in this process.
+		q.broken = fmt.Errorf("%w: fsync %s: %v", ErrBroken, seg.f.Name(), err)
+		q.log.Error("queue log is broken", "err", q.broken)
+		return q.broken
+	}
+	q.dirty = false
+	return nil
+}
+
+// syncLazy makes lazy records durable, if there are any.
+func (q *Queue) syncLazy() {
+	if q.dirty && q.broken == nil && q.active != nil {
+		_ = q.sync(q.active)
+	}
 }
 
 func (q *Queue) createSegment(n uint32) (*segment, error) {

@@ -18,6 +18,13 @@
 // While one batch is being fsynced the next one accumulates; there is no
 // timer and no added latency for a lone caller.
 //
+// The outcome of a delivery attempt is written at once but not fsynced on
+// its own: it becomes durable with the next fsync (a new message, a segment
+// rotation, Close, or one second later at most). A crash can lose such a
+// record, and then the attempt is simply made again: a possible duplicate,
+// never a loss. Only new messages wait for their fsync, so a message costs
+// one fsync (shared) instead of two.
+//
 // # On-disk format
 //
 // DATA/queue contains:
@@ -224,12 +231,13 @@ type Queue struct {
 	log  *slog.Logger
 	lock *os.File
 
-	reqs chan *commit    // to the committer; unbuffered
-	quit chan struct{}   // closed by Close
-	cdon chan struct{}   // closed when the committer has stopped
-	wake chan struct{}   // 1-buffered: new work for Run
-	ctx  context.Context // canceled by Close: stops deliveries
-	stop context.CancelFunc
+	reqs  chan *commit    // to the committer; unbuffered
+	quit  chan struct{}   // closed by Close
+	cdon  chan struct{}   // closed when the committer has stopped
+	dirty bool            // committer only: lazy records written since the last fsync
+	wake  chan struct{}   // 1-buffered: new work for Run
+	ctx   context.Context // canceled by Close: stops deliveries
+	stop  context.CancelFunc
 
 	closeOnce sync.Once
 	workers   sync.WaitGroup

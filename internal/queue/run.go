@@ -409,14 +409,14 @@ func (q *Queue) attempt(ctx context.Context, m *message, idx []int, rcpts []stri
 	q.record(m, chIdx, chSt, end)
 }
 
-// record makes new recipient states durable and applies them.
+// record writes new recipient states (lazily: see commit.lazy) and applies them.
 func (q *Queue) record(m *message, idx []int, st []rcptState, now time.Time) bool {
 	if len(idx) == 0 {
 		return true
 	}
 	rec, err := encodeState(m.id, idx, st)
 	if err == nil {
-		err = q.submit(&commit{recs: [][]byte{rec}, apply: func([]loc) {
+		err = q.submit(&commit{recs: [][]byte{rec}, lazy: true, apply: func([]loc) {
 			for k, i := range idx {
 				m.rcpts[i] = st[k]
 			}
