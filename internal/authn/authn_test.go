@@ -709,3 +709,38 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// A cached credential is answered without back-off, even from a network
+// in back-off.
+func TestCachedSkipsBackoff(t *testing.T) {
+	snap := snapshot(t, "alice@example.org|"+hashOf(t, "pw"))
+	var slept atomic.Int32
+	a := New(Options{
+		Logger: quiet,
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			slept.Add(1)
+			return nil
+		},
+	})
+	if _, err := a.Authenticate(context.Background(), snap, ip1, "alice@example.org", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		a.Authenticate(context.Background(), snap, ip1, "alice@example.org", "wrong")
+	}
+	before := slept.Load()
+	if before == 0 {
+		t.Fatal("no back-off after 5 failures")
+	}
+	if _, err := a.Authenticate(context.Background(), snap, ip1, "alice@example.org", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	if slept.Load() != before {
+		t.Errorf("a cached credential waited for the back-off")
+	}
+	// An uncached attempt still waits.
+	a.Authenticate(context.Background(), snap, ip1, "alice@example.org", "other")
+	if slept.Load() == before {
+		t.Errorf("an uncached attempt skipped the back-off")
+	}
+}

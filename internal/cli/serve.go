@@ -28,7 +28,7 @@ func init() {
 			{"relay-host", "HOST:PORT", "next hop for all non-local mail (default: MX lookup); sets the relay_host setting"},
 			{"tls-cert", "FILE", "certificate chain, PEM (default: a self-signed certificate kept in DATA/tls)"},
 			{"tls-key", "FILE", "private key of --tls-cert, PEM"},
-			{"demo", "", `demo mode: create a demo configuration in the configuration directory when it has no accounts, and listen on 127.0.0.1:2525, :2587 and :2465 unless given`},
+			{"demo", "", `demo mode: create a demo configuration in the configuration directory when it has no accounts, and listen on 127.0.0.1:2525 (smtp), 127.0.0.1:2587 (submission) and 127.0.0.1:2465 (submissions) unless given`},
 			{"log-level", "LEVEL", "debug, info (default), warn or error"},
 		},
 		summary: "run the mail server: inbound SMTP, submission, Maildir delivery, outbound queue",

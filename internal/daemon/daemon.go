@@ -36,6 +36,9 @@ import (
 	"github.com/mailgate/mailgate/internal/smtpsrv"
 )
 
+// queueConcurrency is the number of deliveries the queue makes at once.
+const queueConcurrency = 8
+
 // Options are the inputs of Run.
 type Options struct {
 	ConfigDir string
@@ -109,7 +112,10 @@ func Run(ctx context.Context, o Options) error {
 		Hostname:  st.Hostname,
 		RelayHost: st.RelayHost,
 		Port:      o.MXPort,
-		Logger:    log.With("part", "smtpclient"),
+		// As many idle connections per destination as the queue runs
+		// deliveries at once: a busy relay host is never redialed.
+		MaxIdle: queueConcurrency,
+		Logger:  log.With("part", "smtpclient"),
 	})
 	if err != nil {
 		return fmt.Errorf("outbound SMTP: %w", err)
@@ -142,7 +148,7 @@ func Run(ctx context.Context, o Options) error {
 		Hostname:        st.Hostname,
 		TLS:             tc,
 		Snapshot:        w.Snapshot,
-		Auth:            authn.New(authn.Options{}),
+		Auth:            authn.New(authn.Options{Logger: log.With("part", "authn")}),
 		Deliver:         agent,
 		MaxMessageBytes: st.MessageSizeLimit,
 		MaxRecipients:   st.MaxRecipients,

@@ -7,7 +7,9 @@
 // with stat(2) every Interval (default 500 ms, so a change is in force well
 // within 2 s). A change is any difference in size, modification time, inode
 // or existence; the atomic rename that mailgate's own commands use always
-// changes the inode. On a change the settings and the snapshot are rebuilt
+// changes the inode. A file that changes again while it is being read (a
+// write in place, in progress) is read again at the next check rather than
+// used half-written. On a change the settings and the snapshot are rebuilt
 // from scratch; if that fails, every diagnostic is logged with its file:line
 // and the previous snapshot stays in force. Readers get the current snapshot
 // with one atomic load and keep using the one they got for a whole decision,
@@ -125,8 +127,15 @@ func (w *Watcher) Check() bool {
 	if equal(now, w.state) {
 		return false
 	}
-	w.state = now
 	snap, err := w.load()
+	if after := w.stat(); !equal(after, now) {
+		// A file changed while it was being read (an editor or a script
+		// writing in place): what was read may be half a file. Keep the
+		// snapshot in force; the next check reads it again.
+		w.opts.Logger.Debug("configuration changed while loading; retrying")
+		return true
+	}
+	w.state = now
 	if err != nil {
 		w.failed.Add(1)
 		w.logFailure(err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -20,7 +21,17 @@ func (s *session) Data(r io.Reader) error {
 	if !s.inTx || len(s.rcpts) == 0 {
 		return reply(503, "5.5.1", "Bad sequence of commands")
 	}
+	// data_timeout bounds the whole transfer: a read deadline for DATA, and
+	// a timer for BDAT, whose chunk commands each reset the read deadline.
 	s.setDataDeadline()
+	if s.tc != nil {
+		tc := s.tc
+		timer := time.AfterFunc(s.srv.cfg.DataTimeout, func() {
+			s.srv.log.Info("data timeout: closing the connection", "client", tc.ip.String())
+			_ = tc.Close()
+		})
+		defer timer.Stop()
+	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer func() {
@@ -32,6 +43,10 @@ func (s *session) Data(r io.Reader) error {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
 			return se // 552 5.3.4 over the size limit
+		}
+		if errors.Is(err, smtp.ErrTooLongLine) {
+			// A permanent problem of the message: retrying cannot help.
+			return reply(552, "5.6.0", "Message has a line longer than the limit")
 		}
 		s.srv.log.Info("message transfer failed", "listener", s.mode.String(), "client", s.ip.String(), "err", err)
 		return reply(451, "4.4.2", "Message transfer failed")
@@ -45,6 +60,7 @@ func (s *session) Data(r io.Reader) error {
 	if s.mode == Inbound && hdrEnd > MaxHeader {
 		return reply(552, "5.3.4", "Message header exceeds the limit")
 	}
+	raw, hdrEnd = stripTraceFields(raw, hdrEnd, s.srv.cfg.Hostname)
 	id := s.newID()
 	var extra []byte
 	if s.mode != Inbound {
@@ -102,6 +118,56 @@ func headerEnd(b []byte) int {
 		return i + 4
 	}
 	return len(b)
+}
+
+// stripTraceFields removes from the header block (the first hdrEnd bytes of
+// raw) every Return-Path field — it is added at final delivery (RFC 5321
+// §4.4), so a client-supplied one is always a forgery — and every
+// Authentication-Results field whose authserv-id is our host name (RFC 8601
+// §5: a receiver must remove such fields it did not add), SPEC §6. It
+// returns the message and the new header size; raw is modified in place.
+func stripTraceFields(raw []byte, hdrEnd int, hostname string) ([]byte, int) {
+	drop := func(field []byte) bool {
+		name, value, ok := bytes.Cut(field, []byte(":"))
+		if !ok {
+			return false
+		}
+		name = bytes.TrimRight(name, " \t")
+		switch {
+		case bytes.EqualFold(name, []byte("Return-Path")):
+			return true
+		case bytes.EqualFold(name, []byte("Authentication-Results")):
+			id := bytes.TrimLeft(value, " \t\r\n")
+			if i := bytes.IndexAny(id, "; \t\r\n"); i >= 0 {
+				id = id[:i]
+			}
+			return bytes.EqualFold(bytes.TrimSuffix(id, []byte(".")), []byte(hostname))
+		}
+		return false
+	}
+	out := raw[:0]
+	for i := 0; i < hdrEnd; {
+		// A field runs to the CRLF that is not followed by white space.
+		j := i
+		for {
+			k := bytes.Index(raw[j:hdrEnd], []byte("\r\n"))
+			if k < 0 {
+				j = hdrEnd
+				break
+			}
+			j += k + 2
+			if j >= hdrEnd || (raw[j] != ' ' && raw[j] != '\t') {
+				break
+			}
+		}
+		if !drop(raw[i:j]) {
+			out = append(out, raw[i:j]...)
+		}
+		i = j
+	}
+	newEnd := len(out)
+	out = append(out, raw[hdrEnd:]...)
+	return out, newEnd
 }
 
 func has8bit(b []byte) bool {

@@ -7,20 +7,41 @@ import (
 	"time"
 )
 
-// limiter counts the open connections, overall and per client address, for
-// every listener of one Server, and remembers them for Shutdown.
+// limiter counts the open connections of each listener, overall and per
+// client network, and remembers every connection of the Server for
+// Shutdown. The limits apply per listener, so that a flood of idle
+// connections on the inbound port cannot lock users out of submission.
 type limiter struct {
 	mu       sync.Mutex
 	max      int
 	maxPerIP int
-	total    int
-	perIP    map[netip.Addr]int
+	total    map[Mode]int
+	perIP    map[clientKey]int
 	conns    map[*trackedConn]struct{}
 	draining bool
 }
 
+// clientKey is a listener and a client network: an IPv4 address, or the
+// /64 of an IPv6 address (one IPv6 host usually holds a whole /64).
+type clientKey struct {
+	mode Mode
+	net  netip.Prefix
+}
+
+func keyOf(mode Mode, ip netip.Addr) clientKey {
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, err := ip.Prefix(bits)
+	if err != nil {
+		p = netip.Prefix{}
+	}
+	return clientKey{mode, p}
+}
+
 func newLimiter(max, maxPerIP int) *limiter {
-	return &limiter{max: max, maxPerIP: maxPerIP, perIP: map[netip.Addr]int{}, conns: map[*trackedConn]struct{}{}}
+	return &limiter{max: max, maxPerIP: maxPerIP, total: map[Mode]int{}, perIP: map[clientKey]int{}, conns: map[*trackedConn]struct{}{}}
 }
 
 // limitListener wraps a listener: a connection over the limits is answered
@@ -29,6 +50,7 @@ func newLimiter(max, maxPerIP int) *limiter {
 type limitListener struct {
 	net.Listener
 	lim      *limiter
+	mode     Mode
 	hostname string
 	// plain: the first bytes on the wire are SMTP (not a TLS handshake), so
 	// a 421 can be written; on an implicit-TLS listener the connection is
@@ -44,12 +66,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := remoteIP(c)
-		reason := l.lim.admit(ip)
+		tc := &trackedConn{Conn: c, lim: l.lim, ip: ip, key: keyOf(l.mode, ip)}
+		reason := l.lim.admit(tc)
 		if reason == "" {
-			tc := &trackedConn{Conn: c, lim: l.lim, ip: ip}
-			l.lim.mu.Lock()
-			l.lim.conns[tc] = struct{}{}
-			l.lim.mu.Unlock()
 			return tc, nil
 		}
 		if l.onRej != nil {
@@ -63,20 +82,22 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
-// admit counts a new connection from ip, or returns why it is refused.
-func (l *limiter) admit(ip netip.Addr) string {
+// admit counts and registers a new connection, or returns why it is
+// refused (one critical section, so that drain sees every connection).
+func (l *limiter) admit(tc *trackedConn) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
 	case l.draining:
 		return "Service shutting down"
-	case l.total >= l.max:
+	case l.total[tc.key.mode] >= l.max:
 		return "Too many connections"
-	case l.perIP[ip] >= l.maxPerIP:
+	case l.perIP[tc.key] >= l.maxPerIP:
 		return "Too many connections from your address"
 	}
-	l.total++
-	l.perIP[ip]++
+	l.total[tc.key.mode]++
+	l.perIP[tc.key]++
+	l.conns[tc] = struct{}{}
 	return ""
 }
 
@@ -87,11 +108,11 @@ func (l *limiter) release(tc *trackedConn) {
 		return
 	}
 	delete(l.conns, tc)
-	l.total--
-	if n := l.perIP[tc.ip] - 1; n > 0 {
-		l.perIP[tc.ip] = n
+	l.total[tc.key.mode]--
+	if n := l.perIP[tc.key] - 1; n > 0 {
+		l.perIP[tc.key] = n
 	} else {
-		delete(l.perIP, tc.ip)
+		delete(l.perIP, tc.key)
 	}
 }
 
@@ -129,7 +150,7 @@ func (l *limiter) closeAll() {
 func (l *limiter) open() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.total
+	return len(l.conns)
 }
 
 // trackedConn is an accepted connection counted by the limiter.
@@ -137,6 +158,7 @@ type trackedConn struct {
 	net.Conn
 	lim  *limiter
 	ip   netip.Addr
+	key  clientKey
 	once sync.Once
 	busy bool // guarded by lim.mu: inside a mail transaction
 }

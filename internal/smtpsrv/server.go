@@ -24,7 +24,8 @@
 //     The message is handed to package delivery, and 250 is answered only
 //     once every copy is on stable storage.
 //
-// Connections are limited overall and per client address (421 4.7.0 beyond),
+// Connections are limited per listener, overall and per client network (an
+// IPv4 address or an IPv6 /64; 421 4.7.0 beyond),
 // commands and the DATA transfer have timeouts, and Shutdown lets every
 // transaction in progress finish while closing idle connections.
 package smtpsrv
@@ -149,7 +150,7 @@ func (s *Server) Serve(l net.Listener, mode Mode) error {
 	if mode != Inbound && s.cfg.TLS == nil {
 		return fmt.Errorf("smtpsrv: %s needs a TLS certificate", mode)
 	}
-	ll := &limitListener{Listener: l, lim: s.lim, hostname: s.cfg.Hostname, plain: mode != Submissions,
+	ll := &limitListener{Listener: l, lim: s.lim, mode: mode, hostname: s.cfg.Hostname, plain: mode != Submissions,
 		onRej: func(reason string, ip netip.Addr) {
 			s.log.Warn("connection refused", "listener", mode.String(), "client", ip.String(), "reason", reason)
 		}}
@@ -203,13 +204,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		wg.Wait()
 		close(done)
 	}()
+	s.cancel() // AUTH back-off waits end now
 	s.lim.drain()
 	select {
 	case <-done:
-		s.cancel()
 		return nil
 	case <-ctx.Done():
-		s.cancel()
 		s.lim.closeAll()
 		<-done
 		return ctx.Err()
@@ -231,5 +231,6 @@ func (s *Server) Close() error {
 
 type slogLogger struct{ l *slog.Logger }
 
-func (l slogLogger) Printf(format string, v ...any) { l.l.Debug(fmt.Sprintf(format, v...)) }
-func (l slogLogger) Println(v ...any)               { l.l.Debug(fmt.Sprint(v...)) }
+// go-smtp logs accept errors, connection errors and recovered panics.
+func (l slogLogger) Printf(format string, v ...any) { l.l.Warn(fmt.Sprintf(format, v...)) }
+func (l slogLogger) Println(v ...any)               { l.l.Warn(fmt.Sprint(v...)) }

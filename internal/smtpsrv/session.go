@@ -1,6 +1,7 @@
 package smtpsrv
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -111,8 +112,15 @@ func (a *authSession) Auth(mech string) (sasl.Server, error) {
 	return nil, reply(504, "5.5.4", "Unrecognized authentication type")
 }
 
+// authWait bounds how long one AUTH may wait for the per-network back-off
+// (authn): a client that hung up must not hold its connection slot for
+// longer, and a shutdown cancels the wait at once.
+const authWait = 35 * time.Second
+
 func (a *authSession) authenticate(login, password string) error {
-	acct, err := a.srv.cfg.Auth.Authenticate(a.srv.ctx, a.srv.cfg.Snapshot(), a.ip, login, password)
+	ctx, cancel := context.WithTimeout(a.srv.ctx, authWait)
+	defer cancel()
+	acct, err := a.srv.cfg.Auth.Authenticate(ctx, a.srv.cfg.Snapshot(), a.ip, login, password)
 	if err != nil {
 		var r policy.Reply
 		if errors.As(err, &r) {
@@ -159,7 +167,8 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.mode != Inbound && s.login.IsZero() {
 		return reply(530, "5.7.0", "Authentication required") // RFC 4954 §6
 	}
-	s.resetTx()
+	// A MAIL command ends any transaction in progress, whatever its outcome.
+	s.endTx()
 	var sender address.Address
 	if from != "" {
 		// go-smtp has already taken the path apart (dropping a source route,
@@ -191,6 +200,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if !s.inTx {
+		return reply(503, "5.5.1", "Bad sequence of commands: MAIL first")
+	}
 	a, err := address.Parse(to, address.Options{UTF8Local: true})
 	if err != nil {
 		return reply(501, "5.1.3", "Bad recipient address syntax")
@@ -225,23 +237,25 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 }
 
 func (s *session) Reset() {
-	wasBusy := s.inTx
-	s.resetTx()
-	if s.tc != nil && (wasBusy || s.tc.lim.isDraining()) {
-		s.tc.setBusy(false)
+	s.endTx()
+	if s.tc != nil && s.tc.lim.isDraining() {
+		s.tc.setBusy(false) // closes the connection: the server is stopping
 	}
 }
 
-func (s *session) resetTx() {
+// endTx ends the mail transaction, if any: its state is cleared and the
+// connection is no longer busy.
+func (s *session) endTx() {
+	wasBusy := s.inTx
 	s.snap, s.from, s.inTx, s.utf8, s.body = nil, address.Address{}, false, false, ""
 	s.rcpts, s.rcptSeen = nil, nil
+	if wasBusy && s.tc != nil {
+		s.tc.setBusy(false)
+	}
 }
 
 func (s *session) Logout() error {
-	if s.inTx && s.tc != nil {
-		s.tc.setBusy(false)
-	}
-	s.resetTx()
+	s.endTx()
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"strings"
@@ -316,6 +317,8 @@ func TestSanitizeHelo(t *testing.T) {
 func TestConnectionLimits(t *testing.T) {
 	ts := startTestServer(t, func(c *Config) { c.MaxConnsPerIP = 2 })
 	rawDial(t, ts.addrs[Inbound])
+	rawDial(t, ts.addrs[Inbound])
+	// The limits are per listener: submission still serves this address.
 	rawDial(t, ts.addrs[Submission])
 	c, err := net.Dial("tcp", ts.addrs[Inbound])
 	if err != nil {
@@ -405,5 +408,112 @@ func TestShutdownFinishesTransaction(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", ts.addrs[Inbound], time.Second); err == nil {
 		t.Errorf("listener still accepting after Shutdown")
+	}
+}
+
+func TestSMTPUTF8Required(t *testing.T) {
+	ts := startTestServer(t, nil)
+	c, r := rawDial(t, ts.addrs[Inbound])
+	send := func(s string) string {
+		c.Write([]byte(s))
+		return readReply(t, r)
+	}
+	send("EHLO client\r\n")
+	for _, step := range []struct{ cmd, want string }{
+		{"MAIL FROM:<jörg@remote.example>\r\n", "553 5.6.7"},
+		{"MAIL FROM:<jörg@remote.example> SMTPUTF8\r\n", "250"},
+		{"RCPT TO:<alice@example.test>\r\n", "250"},
+		{"RSET\r\n", "250"},
+		{"MAIL FROM:<x@remote.example>\r\n", "250"},
+		{"RCPT TO:<jörg@example.test>\r\n", "553 5.6.7"},
+	} {
+		if got := send(step.cmd); !strings.HasPrefix(got, step.want) {
+			t.Errorf("%q: got %q, want prefix %q", step.cmd, got, step.want)
+		}
+	}
+}
+
+// TestReceivedNoInjection: a hostile HELO name cannot add header lines.
+func TestReceivedNoInjection(t *testing.T) {
+	ts := startTestServer(t, nil)
+	c, r := rawDial(t, ts.addrs[Inbound])
+	for _, cmd := range []string{"EHLO evil\tX-Injected:1\r\n", "MAIL FROM:<x@remote.example>\r\n", "RCPT TO:<alice@example.test>\r\n", "DATA\r\n", "Subject: s\r\n\r\nb\r\n.\r\n"} {
+		c.Write([]byte(cmd))
+		readReply(t, r)
+	}
+	if ts.acc.count() != 1 {
+		t.Fatalf("stored %d messages", ts.acc.count())
+	}
+	msg := string(ts.acc.msgs[0])
+	if strings.Contains(msg, "X-Injected") || !strings.HasPrefix(msg, "Received: from ") {
+		t.Errorf("Received field: %q", msg)
+	}
+}
+
+func TestStripTraceFields(t *testing.T) {
+	in := "Return-Path: <ceo@example.test>\r\nAuthentication-Results: MX.example.test;\r\n dkim=pass\r\nAuthentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nReturn-Path: in the body stays\r\n"
+	want := "Authentication-Results: other.example; spf=pass\r\nSubject: hi\r\n\r\nReturn-Path: in the body stays\r\n"
+	raw := []byte(in)
+	out, end := stripTraceFields(raw, headerEnd(raw), "mx.example.test")
+	if string(out) != want {
+		t.Errorf("got %q\nwant %q", out, want)
+	}
+	if end != strings.Index(want, "\r\n\r\n")+4 {
+		t.Errorf("header end %d", end)
+	}
+	// Nothing to strip: unchanged.
+	plain := []byte("Subject: x\r\n\r\nbody\r\n")
+	if out, _ := stripTraceFields(append([]byte(nil), plain...), headerEnd(plain), "mx.example.test"); string(out) != string(plain) {
+		t.Errorf("changed a clean message: %q", out)
+	}
+}
+
+// TestBDATAfterReset: a chunked transaction aborted by RSET never answers
+// for the next one (the go-smtp patch in third_party/go-smtp).
+func TestBDATAfterReset(t *testing.T) {
+	ts := startTestServer(t, nil)
+	c, r := rawDial(t, ts.addrs[Inbound])
+	c.Write([]byte("EHLO c\r\n"))
+	readReply(t, r)
+	const rounds = 100
+	body := "Subject: chunked\r\n\r\nbody\r\n"
+	for i := 0; i < rounds; i++ {
+		fmt.Fprintf(c, "MAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.test>\r\nBDAT 5\r\nabcdeRSET\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.test>\r\nBDAT %d LAST\r\n%s", len(body), body)
+		want := []string{"250", "250", "250", "250", "250", "250", "250 2.0.0 OK: queued"}
+		for j, w := range want {
+			if got := readReply(t, r); !strings.HasPrefix(got, w) {
+				t.Fatalf("round %d reply %d: got %q, want %s", i, j, got, w)
+			}
+		}
+	}
+	if n := ts.acc.count(); n != rounds {
+		t.Errorf("stored %d messages, want %d", n, rounds)
+	}
+}
+
+// TestBDATDataTimeout: chunks trickling in cannot keep a transaction open
+// beyond data_timeout.
+func TestBDATDataTimeout(t *testing.T) {
+	ts := startTestServer(t, func(c *Config) { c.DataTimeout = 400 * time.Millisecond })
+	c, r := rawDial(t, ts.addrs[Inbound])
+	for _, cmd := range []string{"EHLO c\r\n", "MAIL FROM:<x@remote.example>\r\n", "RCPT TO:<alice@example.test>\r\n"} {
+		c.Write([]byte(cmd))
+		readReply(t, r)
+	}
+	start := time.Now()
+	for i := 0; i < 20; i++ {
+		if _, err := c.Write([]byte("BDAT 1\r\nx")); err != nil {
+			break
+		}
+		if got := readReply(t, r); !strings.HasPrefix(got, "250") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("trickled BDAT kept the transaction open for %v", d)
+	}
+	if ts.acc.count() != 0 {
+		t.Errorf("an incomplete message was stored")
 	}
 }

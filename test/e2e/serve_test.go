@@ -381,3 +381,49 @@ func TestServeReload(t *testing.T) {
 		t.Errorf("connection opened before the reloads: NOOP got %q", got)
 	}
 }
+
+// TestServeAliasForward: an alias that points outside the managed domains
+// is forwarded through the queue, keeping the envelope sender; the local
+// member gets its copy at the same time.
+func TestServeAliasForward(t *testing.T) {
+	sink, err := smtpsink.Start(smtpsink.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	cfg := configDir(t, map[string]string{"postfix-virtual.cf": "team@localhost.localdomain user1@localhost.localdomain,friend@remote.example\n"})
+	data := filepath.Join(t.TempDir(), "data")
+	p := startServe(t, cfg, data, nil, "--relay-host", sink.Addr())
+	r := swaks(t, "--server", p.addr("smtp"), "--from", "sender@remote.example", "--to", "team@localhost.localdomain", "--header", "Subject: to-the-team")
+	if r.code != 0 {
+		t.Fatalf("inbound to the alias: exit %d:\n%s", r.code, r.out)
+	}
+	local := waitMaildir(t, data, "user1@localhost.localdomain", "to-the-team", 5*time.Second)
+	if !strings.Contains(local, "X-Original-To: team@localhost.localdomain\n") {
+		t.Errorf("local copy lacks X-Original-To:\n%s", local)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	msgs, err := sink.Wait(ctx, 1)
+	if err != nil {
+		t.Fatalf("the forward did not reach the relay host: %v", err)
+	}
+	if msgs[0].From != "sender@remote.example" || len(msgs[0].To) != 1 || msgs[0].To[0] != "friend@remote.example" || !strings.Contains(string(msgs[0].Data), "to-the-team") {
+		t.Errorf("forward: from %q to %q", msgs[0].From, msgs[0].To)
+	}
+	// Submission to a local account is delivered locally, not relayed.
+	const u1 = "user1@localhost.localdomain"
+	// A message without Date and Message-ID gets both (RFC 6409 §8).
+	if r := submit(t, p, "submission", u1, fixturePassword, u1, "user2@otherdomain.tld", "--data", "From: <"+u1+">\r\nSubject: local-submission\r\n\r\nbody\r\n"); r.code != 0 {
+		t.Fatalf("submission to a local user: exit %d:\n%s", r.code, r.out)
+	}
+	msg := waitMaildir(t, data, "user2@otherdomain.tld", "local-submission", 5*time.Second)
+	for _, want := range []string{"Return-Path: <" + u1 + ">", "with ESMTPSA", "\nMessage-ID: <", "\nDate: "} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("submitted local message lacks %q:\n%s", want, msg)
+		}
+	}
+	if sink.Count() != 1 {
+		t.Errorf("relay host got %d messages, want only the forward", sink.Count())
+	}
+}
