@@ -3,15 +3,9 @@ package smtpsrv
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -26,6 +20,7 @@ import (
 	"github.com/mailgate/mailgate/internal/directory"
 	"github.com/mailgate/mailgate/internal/passwd"
 	"github.com/mailgate/mailgate/internal/settings"
+	"github.com/mailgate/mailgate/internal/smtpsink"
 )
 
 // memAcceptor records accepted messages; block, when set, holds Accept
@@ -90,17 +85,11 @@ func testSnapshot(t testing.TB) *directory.Snapshot {
 
 func testTLS(t testing.TB) *tls.Config {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := smtpsink.SelfSignedTLS("mx.example.test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mx.example.test"},
-		DNSNames: []string{"mx.example.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	return c
 }
 
 type testServer struct {

@@ -7,6 +7,7 @@ package e2e
 import (
 	"crypto/tls"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -26,14 +27,18 @@ func TestServeKillNoLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long test")
 	}
-	sink, err := smtpsink.Start(smtpsink.Options{})
+	// The relay host is down until after the first kill, so that remote
+	// messages sit in the queue across a crash and a restart.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sink.Close()
+	sinkAddr := l.Addr().String()
+	l.Close()
+	var sink *smtpsink.Sink
 	cfg := configDir(t, nil)
 	data := filepath.Join(t.TempDir(), "data")
-	args := []string{"--relay-host", sink.Addr(), "--set", "queue_backoff_min=1s", "--set", "queue_backoff_max=2s"}
+	args := []string{"--relay-host", sinkAddr, "--set", "queue_backoff_min=1s", "--set", "queue_backoff_max=2s"}
 	var cur atomic.Pointer[serveProc]
 	cur.Store(startServe(t, cfg, data, nil, args...))
 	ports := map[string]string{}
@@ -114,6 +119,12 @@ func TestServeKillNoLoss(t *testing.T) {
 		}
 		cur.Load().kill()
 		t.Logf("SIGKILL %d after %d acknowledged messages", k+1, nAcked.Load())
+		if k == 0 {
+			if sink, err = smtpsink.Start(smtpsink.Options{Addr: sinkAddr}); err != nil {
+				t.Fatal(err)
+			}
+			defer sink.Close()
+		}
 		time.Sleep(200 * time.Millisecond)
 		cur.Store(startServe(t, cfg, data, ports, args...))
 	}

@@ -427,3 +427,38 @@ func TestServeAliasForward(t *testing.T) {
 		t.Errorf("relay host got %d messages, want only the forward", sink.Count())
 	}
 }
+
+// TestServeRestrictionsAndSize: the send and receive restrictions of
+// `email restrict`, and the size limit, enforced by the server.
+func TestServeRestrictionsAndSize(t *testing.T) {
+	sink, err := smtpsink.Start(smtpsink.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	cfg := configDir(t, map[string]string{
+		"postfix-send-access.cf":    "user3@localhost.localdomain REJECT\n",
+		"postfix-receive-access.cf": "added@localhost.localdomain REJECT\n",
+	})
+	data := filepath.Join(t.TempDir(), "data")
+	p := startServe(t, cfg, data, nil, "--relay-host", sink.Addr(), "--set", "message_size_limit=100K")
+	const d = "@localhost.localdomain"
+	if r := submit(t, p, "submission", "user3"+d, fixturePassword, "user3"+d, "someone@remote.example"); r.code == 0 || !strings.Contains(r.out, "MAIL FROM") || !strings.Contains(r.out, "<~* 5") {
+		t.Errorf("send-restricted user3: want a 5xx to MAIL FROM, got exit %d:\n%s", r.code, r.out)
+	}
+	if r := swaks(t, "--server", p.addr("smtp"), "--from", "a@remote.example", "--to", "added"+d); r.code == 0 || !strings.Contains(r.out, "RCPT TO") || !strings.Contains(r.out, "<** 5") {
+		t.Errorf("receive-restricted added@: want a 5xx to RCPT TO, got exit %d:\n%s", r.code, r.out)
+	}
+	s := dialRaw(t, p.addr("smtp"))
+	if ehlo := s.cmd("EHLO client.example"); !strings.Contains(ehlo, "SIZE 102400") {
+		t.Errorf("EHLO does not announce SIZE 102400:\n%s", ehlo)
+	}
+	if got := s.cmd("MAIL FROM:<a@remote.example> SIZE=200000"); !strings.HasPrefix(got, "552") {
+		t.Errorf("MAIL with SIZE over the limit: want 552, got %q", got)
+	}
+	big := strings.Repeat("x", 990) + "\r\n"
+	r := swaks(t, "--server", p.addr("smtp"), "--from", "a@remote.example", "--to", "user1"+d, "--body", strings.Repeat(big, 110))
+	if r.code == 0 || !strings.Contains(r.out, "552 5.3.4") {
+		t.Errorf("a message over message_size_limit: want 552 5.3.4, got exit %d:\n%s", r.code, r.out)
+	}
+}
