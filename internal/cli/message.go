@@ -20,9 +20,10 @@ func init() {
 FILE or standard input and runs what mailgate serve runs for an
 authenticated submission: MaySend on the envelope sender, then the header
 checks (one From with one mailbox, owned; Sender and Resent-* owned; no
-smuggling, NUL, folded field names, hidden addresses). --mail-from is parsed
-and re-validated exactly as the SMTP server does (path and ESMTP
-parameters). Without it, the envelope sender is the message's From address.
+smuggling, NUL, folded field names, hidden addresses). --mail-from (path
+and ESMTP parameters) is validated with the SMTP server's address rules; a
+source route, which the server ignores, is refused here. Without it, the
+envelope sender is the message's From address.
 Messages larger than message_size_limit are refused.`,
 		run: runCheckMessage,
 	})

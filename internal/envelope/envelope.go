@@ -1,8 +1,15 @@
-// Package envelope parses the arguments of the SMTP envelope commands the
-// way mailgate's SMTP server and `mailgate check message --mail-from`
-// both do, so that the two never disagree. It re-validates everything: the
-// path through package address (no source routes, no NUL, nothing trimmed)
-// and the ESMTP parameters by their RFC 5321 syntax.
+// Package envelope parses the argument of MAIL FROM for
+// `mailgate check message --mail-from`. It validates everything: the path
+// through package address (no source routes, no NUL, nothing trimmed) and
+// the ESMTP parameters by their RFC 5321 syntax.
+//
+// `mailgate serve` receives the command through go-smtp, which splits the
+// path from the parameters itself; the server then validates the address it
+// gets with the same package address rules (internal/smtpsrv), so both
+// accept and refuse the same addresses. The one difference: a source route
+// ("<@a,@b:u@c>"), which this package refuses, is dropped by go-smtp before
+// the server sees it — RFC 5321 Appendix C lets a server ignore it, and the
+// route then reaches nobody downstream either.
 package envelope
 
 import (
