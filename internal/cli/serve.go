@@ -28,6 +28,10 @@ func init() {
 			{"relay-host", "HOST:PORT", "next hop for all non-local mail (default: MX lookup); sets the relay_host setting"},
 			{"tls-cert", "FILE", "certificate chain, PEM (default: a self-signed certificate kept in DATA/tls)"},
 			{"tls-key", "FILE", "private key of --tls-cert, PEM"},
+			{"policy", "ADDR", "Postfix SMTP access policy listener: MaySend for smtpd_sender_restrictions (default off)"},
+			{"socketmap", "ADDR", "Postfix socketmap listener: tables domains, mailboxes, aliases, senders, recipient_access (default off)"},
+			{"milter", "ADDR", "milter listener: the header checks for Postfix's submission services (default off)"},
+			{"sasl", "ADDR", "Dovecot authentication protocol listener for Postfix's SMTP AUTH (default off)"},
 			{"demo", "", `demo mode: create a demo configuration in the configuration directory when it has no accounts, and listen on 127.0.0.1:2525 (smtp), 127.0.0.1:2587 (submission) and 127.0.0.1:2465 (submissions) unless given`},
 			{"log-level", "LEVEL", "debug, info (default), warn or error"},
 		},
@@ -99,6 +103,10 @@ func runServe(c *ctx) int {
 		Submissions: addr("submissions", ":465", "127.0.0.1:2465"),
 		TLSCert:     c.flags["tls-cert"],
 		TLSKey:      c.flags["tls-key"],
+		Policy:      c.flags["policy"],
+		Socketmap:   c.flags["socketmap"],
+		Milter:      c.flags["milter"],
+		SASL:        c.flags["sasl"],
 		Logger:      log,
 	})
 	if err != nil {

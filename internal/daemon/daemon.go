@@ -28,12 +28,17 @@ import (
 	"github.com/mailgate/mailgate/internal/conffile"
 	"github.com/mailgate/mailgate/internal/delivery"
 	"github.com/mailgate/mailgate/internal/directory"
+	"github.com/mailgate/mailgate/internal/dovecotauth"
 	"github.com/mailgate/mailgate/internal/maildir"
+	"github.com/mailgate/mailgate/internal/milter"
+	"github.com/mailgate/mailgate/internal/postfixconf"
+	"github.com/mailgate/mailgate/internal/postfixpolicy"
 	"github.com/mailgate/mailgate/internal/queue"
 	"github.com/mailgate/mailgate/internal/reload"
 	"github.com/mailgate/mailgate/internal/settings"
 	"github.com/mailgate/mailgate/internal/smtpclient"
 	"github.com/mailgate/mailgate/internal/smtpsrv"
+	"github.com/mailgate/mailgate/internal/socketmap"
 )
 
 // queueConcurrency is the number of deliveries the queue makes at once.
@@ -51,6 +56,12 @@ type Options struct {
 	Submissions string
 	TLSCert     string
 	TLSKey      string
+
+	// The Postfix integration listeners (SPEC §9); "" disables each.
+	Policy    string // SMTP access policy delegation
+	Socketmap string // socketmap tables
+	Milter    string // header checks for Postfix's submission
+	SASL      string // Dovecot authentication protocol
 
 	// MXPort is the port used for deliveries found by MX lookup; "" is 25.
 	// Only tests change it.
@@ -81,9 +92,27 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return directory.Load(o.ConfigDir, s)
 	}
-	w, err := reload.New(o.ConfigDir, loadAll, reload.Options{Logger: log})
+	// With the Postfix integration, virtual(8) reads the accounts from a
+	// table file kept current on every reload (postfixconf.VMailboxFile).
+	var onReload func(*directory.Snapshot)
+	if o.Socketmap != "" {
+		onReload = func(snap *directory.Snapshot) {
+			if err := postfixconf.WriteVMailbox(o.DataDir, snap); err != nil {
+				log.Error("cannot update the Postfix mailbox table", "err", err)
+			}
+		}
+	}
+	w, err := reload.New(o.ConfigDir, loadAll, reload.Options{Logger: log, OnReload: onReload})
 	if err != nil {
 		return describeLoadError(o.ConfigDir, err)
+	}
+	if onReload != nil {
+		if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+		if err := postfixconf.WriteVMailbox(o.DataDir, w.Snapshot()); err != nil {
+			return err
+		}
 	}
 	snap := w.Snapshot()
 	st := snap.Settings
@@ -144,11 +173,12 @@ func Run(ctx context.Context, o Options) error {
 	}
 	agent.Queue = q
 
+	auth := authn.New(authn.Options{Logger: log.With("part", "authn")})
 	srv, err := smtpsrv.New(smtpsrv.Config{
 		Hostname:        st.Hostname,
 		TLS:             tc,
 		Snapshot:        w.Snapshot,
-		Auth:            authn.New(authn.Options{Logger: log.With("part", "authn")}),
+		Auth:            auth,
 		Deliver:         agent,
 		MaxMessageBytes: st.MessageSizeLimit,
 		MaxRecipients:   st.MaxRecipients,
@@ -188,9 +218,45 @@ func Run(ctx context.Context, o Options) error {
 		}
 		listeners = append(listeners, lis{spec.mode, l})
 	}
-	if len(listeners) == 0 {
+	// The Postfix integration listeners.
+	type plugin struct {
+		name string
+		srv  interface {
+			Serve(net.Listener) error
+			Close() error
+		}
+		l net.Listener
+	}
+	var plugins []plugin
+	for _, spec := range []struct {
+		name, addr string
+		srv        interface {
+			Serve(net.Listener) error
+			Close() error
+		}
+	}{
+		{"policy", o.Policy, &postfixpolicy.Server{Snapshot: w.Snapshot, Logger: log.With("part", "policy")}},
+		{"socketmap", o.Socketmap, &socketmap.Server{Snapshot: w.Snapshot, Logger: log.With("part", "socketmap")}},
+		{"milter", o.Milter, &milter.Server{Snapshot: w.Snapshot, Hostname: st.Hostname, Logger: log.With("part", "milter")}},
+		{"sasl", o.SASL, &dovecotauth.Server{Snapshot: w.Snapshot, Auth: auth, Logger: log.With("part", "sasl")}},
+	} {
+		if spec.addr == "" {
+			continue
+		}
+		l, err := net.Listen("tcp", spec.addr)
+		if err != nil {
+			closeListeners()
+			for _, p := range plugins {
+				p.l.Close()
+			}
+			q.Close()
+			return fmt.Errorf("listener %s: %w", spec.name, err)
+		}
+		plugins = append(plugins, plugin{spec.name, spec.srv, l})
+	}
+	if len(listeners) == 0 && len(plugins) == 0 {
 		q.Close()
-		return errors.New("every listener is disabled (--smtp, --submission and --submissions are empty)")
+		return errors.New("every listener is disabled")
 	}
 
 	runCtx, stopRun := context.WithCancel(context.Background())
@@ -204,11 +270,20 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}()
 
-	serveErr := make(chan error, len(listeners))
+	serveErr := make(chan error, len(listeners)+len(plugins))
 	addrs := map[string]string{}
 	for _, x := range listeners {
 		addrs[x.mode.String()] = x.l.Addr().String()
 		go func() { serveErr <- srv.Serve(x.l, x.mode) }()
+	}
+	for _, p := range plugins {
+		addrs[p.name] = p.l.Addr().String()
+		log.Info("listening", "listener", p.name, "addr", p.l.Addr().String())
+		go func() {
+			if err := p.srv.Serve(p.l); err != nil {
+				serveErr <- fmt.Errorf("%s: %w", p.name, err)
+			}
+		}()
 	}
 	log.Info("mailgate serve started", "hostname", st.Hostname, "config", o.ConfigDir, "data", o.DataDir,
 		"accounts", len(snap.Accounts), "relay_host", st.RelayHost, "queued", q.Len())
@@ -223,6 +298,9 @@ func Run(ctx context.Context, o Options) error {
 	case err := <-serveErr:
 		runErr = fmt.Errorf("listener failed: %w", err)
 		log.Error("listener failed, shutting down", "err", err)
+	}
+	for _, p := range plugins {
+		p.srv.Close()
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownGrace)
 	if err := srv.Shutdown(sctx); err != nil {

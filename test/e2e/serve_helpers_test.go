@@ -88,6 +88,12 @@ func startServe(t *testing.T, cfg, data string, ports map[string]string, extra .
 			want++
 		}
 	}
+	for _, a := range extra {
+		switch a {
+		case "--policy", "--socketmap", "--milter", "--sasl":
+			want++
+		}
+	}
 	go func() {
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
