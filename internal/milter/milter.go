@@ -208,6 +208,12 @@ type trackedConn struct {
 	once sync.Once
 }
 
+// Read reads with quick ACKs (see quickAck).
+func (c *trackedConn) Read(b []byte) (int, error) {
+	quickAck(c.Conn)
+	return c.Conn.Read(b)
+}
+
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
