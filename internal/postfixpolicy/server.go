@@ -72,6 +72,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/connserver"
 	"github.com/mailgate/mailgate/internal/directory"
 )
 
@@ -101,11 +102,18 @@ type Server struct {
 	// a request; 0 means DefaultIdleTimeout.
 	IdleTimeout time.Duration
 
-	mu        sync.Mutex
-	closed    bool
-	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
-	wg        sync.WaitGroup
+	once sync.Once
+	cs   connserver.Server
+}
+
+// conns returns the connection plumbing, set up on first use.
+func (s *Server) conns() *connserver.Server {
+	s.once.Do(func() {
+		s.cs.Handle = s.handle
+		s.cs.Closed = ErrServerClosed
+		s.cs.Logger = s.log()
+	})
+	return &s.cs
 }
 
 func (s *Server) log() *slog.Logger {
@@ -125,119 +133,15 @@ func (s *Server) idle() time.Duration {
 // Serve accepts connections on l and handles each one concurrently until
 // Close; it then returns ErrServerClosed. Any other error of l.Accept that
 // is not temporary is returned. l is closed when Serve returns.
-func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		l.Close()
-		return ErrServerClosed
-	}
-	if s.listeners == nil {
-		s.listeners = map[net.Listener]struct{}{}
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-		l.Close()
-	}()
-	var delay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if s.isClosed() {
-				return ErrServerClosed
-			}
-			if isTemporary(err) {
-				delay = backoff(delay)
-				s.log().Warn("policy accept error; retrying", "err", err, "delay", delay)
-				time.Sleep(delay)
-				continue
-			}
-			return err
-		}
-		delay = 0
-		if !s.track(c) {
-			c.Close()
-			return ErrServerClosed
-		}
-		go s.handle(c)
-	}
-}
-
-// isTemporary reports whether an Accept error is worth retrying (EMFILE,
-// ECONNABORTED, a timeout): the error says so itself, as net/http checks.
-func isTemporary(err error) bool {
-	var t interface {
-		Temporary() bool
-		Timeout() bool
-	}
-	return errors.As(err, &t) && (t.Temporary() || t.Timeout())
-}
-
-func backoff(d time.Duration) time.Duration {
-	if d == 0 {
-		return 5 * time.Millisecond
-	}
-	if d *= 2; d > time.Second {
-		d = time.Second
-	}
-	return d
-}
-
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
-func (s *Server) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	if s.conns == nil {
-		s.conns = map[net.Conn]struct{}{}
-	}
-	s.conns[c] = struct{}{}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *Server) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	s.wg.Done()
-}
+func (s *Server) Serve(l net.Listener) error { return s.conns().Serve(l) }
 
 // Close closes every listener and every connection, and waits until the
 // connection handlers have returned. Serve then returns ErrServerClosed.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	var err error
-	for l := range s.listeners {
-		if e := l.Close(); e != nil && !errors.Is(e, net.ErrClosed) && err == nil {
-			err = e
-		}
-	}
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	return err
-}
+func (s *Server) Close() error { return s.conns().Close() }
 
 // handle serves the requests of one connection until EOF, an error, a
 // malformed request or Close.
 func (s *Server) handle(c net.Conn) {
-	defer s.untrack(c)
-	defer c.Close()
 	log := s.log().With("client", c.RemoteAddr().String())
 	defer func() {
 		if p := recover(); p != nil {
@@ -255,7 +159,7 @@ func (s *Server) handle(c net.Conn) {
 				log.Debug("policy connection closed by client")
 			case errors.Is(err, errMalformed):
 				log.Warn("policy: malformed request; connection closed", "err", err)
-			case s.isClosed():
+			case s.conns().IsClosed():
 			default:
 				log.Debug("policy connection ended", "err", err)
 			}
