@@ -52,7 +52,7 @@ wait_port $SASL || { echo "mailgate did not start (see $OUT/mailgate.log)" >&2; 
 
 openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=mail.example.test \
   -keyout "$RUN/key.pem" -out "$RUN/cert.pem" >/dev/null 2>&1
-GEN=$("$OUT/mailgate" --data-dir "$DATA" postfix config --policy 127.0.0.1:$POLICY --socketmap 127.0.0.1:$SOCKETMAP \
+GEN=$("$OUT/mailgate" --config-dir "$CFG" --data-dir "$DATA" postfix config --policy 127.0.0.1:$POLICY --socketmap 127.0.0.1:$SOCKETMAP \
   --milter 127.0.0.1:$MILTER --sasl 127.0.0.1:$SASL --mail-root "$RUN/mail" \
   --submission 127.0.0.1:$PF_SUB --submissions 127.0.0.1:$PF_SUBS)
 MAINPART=${GEN%%"# --- master.cf"*}

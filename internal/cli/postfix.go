@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/mailgate/mailgate/internal/postfixconf"
+	"github.com/mailgate/mailgate/internal/settings"
 )
 
 func init() {
@@ -39,6 +40,12 @@ func runPostfixConfig(c *ctx) int {
 		Policy: c.flags["policy"], Socketmap: c.flags["socketmap"], Milter: c.flags["milter"], SASL: c.flags["sasl"],
 		MailRoot: c.flags["mail-root"], Submission: c.flags["submission"], Submissions: c.flags["submissions"],
 		UID: 5000, GID: 5000,
+	}
+	if s, err := settings.Load(c.global.configDir, c.Getenv, c.global.set); err == nil {
+		o.Delimiter = s.RecipientDelimiter
+	} else {
+		fmt.Fprintf(c.Stderr, "mailgate: postfix config: settings: %v\n", err)
+		return ExitFail
 	}
 	vm, err := filepath.Abs(filepath.Join(c.global.dataDir, postfixconf.VMailboxFile))
 	if err != nil {

@@ -36,6 +36,9 @@ type Options struct {
 	// UID and GID own the Maildirs written by Postfix's virtual(8);
 	// docker-mailserver uses 5000:5000.
 	UID, GID int
+	// Delimiter is mailgate's recipient_delimiter setting; Postfix must
+	// split extensions the same way. Default "+".
+	Delimiter string
 	// Submission and Submissions are the master.cf service names or
 	// [host:]port of the two submission services; default "submission"
 	// (587) and "submissions" (465).
@@ -68,6 +71,12 @@ func (o *Options) Check() error {
 	if o.UID < 1 || o.GID < 1 {
 		return fmt.Errorf("--uid/--gid: expected positive numbers")
 	}
+	if o.Delimiter == "" {
+		o.Delimiter = "+"
+	}
+	if strings.ContainsAny(o.Delimiter, " \t\n,=") {
+		return fmt.Errorf("recipient delimiter %q cannot be written to main.cf", o.Delimiter)
+	}
 	if o.Submission == "" {
 		o.Submission = "submission"
 	}
@@ -97,7 +106,7 @@ func MainCF(o Options) string {
 	line("", "virtual_uid_maps", fmt.Sprintf("static:%d", o.UID))
 	line("", "virtual_gid_maps", fmt.Sprintf("static:%d", o.GID))
 	line("", "virtual_minimum_uid", strconv.Itoa(min(o.UID, 100)))
-	line("mailgate resolves extensions itself; Postfix must not strip them first", "recipient_delimiter", "+")
+	line("the same extension delimiters as mailgate's recipient_delimiter setting", "recipient_delimiter", o.Delimiter)
 	line("no legacy address forms that could change the recipient behind mailgate's back", "allow_percent_hack", "no")
 	line("", "swap_bangpath", "no")
 	line("owners(S): the union of accounts, aliases, regexp aliases and send-as grants (SPEC §5)", "smtpd_sender_login_maps", sm("senders"))

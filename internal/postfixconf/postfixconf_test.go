@@ -18,6 +18,7 @@ func TestCheck(t *testing.T) {
 		"root with space":  func(o *Options) { o.MailRoot = "/var/my mail" },
 		"zero uid":         func(o *Options) { o.UID = 0 },
 		"comma in address": func(o *Options) { o.SASL = "127.0.0.1:4,x" },
+		"bad delimiter":    func(o *Options) { o.Delimiter = "+ -" },
 	} {
 		o := opts()
 		mod(&o)
@@ -46,6 +47,7 @@ func TestOutput(t *testing.T) {
 		"check_policy_service { inet:127.0.0.1:1, default_action=DEFER_IF_PERMIT }",
 		"virtual_mailbox_base = /var/mail\n",
 		"allow_percent_hack = no\n",
+		"recipient_delimiter = +\n",
 	} {
 		if !strings.Contains(main, want) {
 			t.Errorf("main.cf lacks %q", want)

@@ -98,7 +98,7 @@ func startPostfix(t *testing.T, mg *serveProc, relay string) *postfixInstance {
 	}
 	cert, key := writeTestCert(t, run)
 
-	gen := run2(t, binary, "--data-dir", mg.data, "postfix", "config",
+	gen := run2(t, binary, "--config-dir", mg.cfg, "--data-dir", mg.data, "postfix", "config",
 		"--policy", mg.addr("policy"), "--socketmap", mg.addr("socketmap"), "--milter", mg.addr("milter"), "--sasl", mg.addr("sasl"),
 		"--mail-root", pf.mailRoot, "--submission", pf.submission, "--submissions", pf.submissions)
 	if gen.code != 0 {
