@@ -22,6 +22,9 @@ type Server struct {
 	Closed error
 	// Logger receives accept errors; nil discards them.
 	Logger *slog.Logger
+	// MaxConns bounds the connections served at once; a connection beyond
+	// it is closed at once (and logged). 0 means no bound.
+	MaxConns int
 
 	mu        sync.Mutex
 	closed    bool
@@ -69,9 +72,16 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		delay = 0
-		if !s.track(c) {
+		switch s.track(c) {
+		case closed:
 			c.Close()
 			return s.Closed
+		case full:
+			if s.Logger != nil {
+				s.Logger.Warn("too many connections; closing a new one", "limit", s.MaxConns, "remote", c.RemoteAddr().String())
+			}
+			c.Close()
+			continue
 		}
 		go func() {
 			defer s.untrack(c)
@@ -107,18 +117,29 @@ func (s *Server) Close() error {
 	return err
 }
 
-func (s *Server) track(c net.Conn) bool {
+type trackResult int
+
+const (
+	tracked trackResult = iota
+	closed
+	full
+)
+
+func (s *Server) track(c net.Conn) trackResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return closed
+	}
+	if s.MaxConns > 0 && len(s.conns) >= s.MaxConns {
+		return full
 	}
 	if s.conns == nil {
 		s.conns = map[net.Conn]struct{}{}
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
-	return true
+	return tracked
 }
 
 func (s *Server) untrack(c net.Conn) {

@@ -57,3 +57,34 @@ func TestServeAndClose(t *testing.T) {
 		t.Error("listener still open after Serve returned")
 	}
 }
+
+func TestMaxConns(t *testing.T) {
+	release := make(chan struct{})
+	s := &Server{Closed: errClosed, MaxConns: 1, Handle: func(c net.Conn) {
+		c.Write([]byte("hi\n"))
+		<-release
+	}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(l)
+	defer s.Close()
+	defer close(release)
+	read := func() (string, error) {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 3)
+		n, err := io.ReadFull(c, b)
+		return string(b[:n]), err
+	}
+	if got, err := read(); got != "hi\n" {
+		t.Fatalf("first connection: %q, %v", got, err)
+	}
+	if got, err := read(); err == nil {
+		t.Errorf("second connection over MaxConns was served: %q", got)
+	}
+}

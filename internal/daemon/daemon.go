@@ -63,16 +63,10 @@ type Options struct {
 	Milter    string // header checks for Postfix's submission
 	SASL      string // Dovecot authentication protocol
 
-	// MXPort is the port used for deliveries found by MX lookup; "" is 25.
-	// Only tests change it.
-	MXPort string
 	// ShutdownGrace bounds how long transactions in progress may take to
 	// finish after the signal; default 30 s.
 	ShutdownGrace time.Duration
-	// Ready, when set, is called once every listener is open, with the
-	// actual addresses (useful with port 0).
-	Ready  func(addrs map[string]string)
-	Logger *slog.Logger
+	Logger        *slog.Logger
 }
 
 // Run starts the server and blocks until ctx is canceled and the server has
@@ -140,7 +134,6 @@ func Run(ctx context.Context, o Options) error {
 	client, err := smtpclient.New(smtpclient.Options{
 		Hostname:  st.Hostname,
 		RelayHost: st.RelayHost,
-		Port:      o.MXPort,
 		// As many idle connections per destination as the queue runs
 		// deliveries at once: a busy relay host is never redialed.
 		MaxIdle: queueConcurrency,
@@ -271,13 +264,10 @@ func Run(ctx context.Context, o Options) error {
 	}()
 
 	serveErr := make(chan error, len(listeners)+len(plugins))
-	addrs := map[string]string{}
 	for _, x := range listeners {
-		addrs[x.mode.String()] = x.l.Addr().String()
 		go func() { serveErr <- srv.Serve(x.l, x.mode) }()
 	}
 	for _, p := range plugins {
-		addrs[p.name] = p.l.Addr().String()
 		log.Info("listening", "listener", p.name, "addr", p.l.Addr().String())
 		go func() {
 			if err := p.srv.Serve(p.l); err != nil {
@@ -287,9 +277,6 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("mailgate serve started", "hostname", st.Hostname, "config", o.ConfigDir, "data", o.DataDir,
 		"accounts", len(snap.Accounts), "relay_host", st.RelayHost, "queued", q.Len())
-	if o.Ready != nil {
-		o.Ready(addrs)
-	}
 
 	var runErr error
 	select {

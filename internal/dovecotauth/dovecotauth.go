@@ -98,6 +98,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/internal/authn"
+	"github.com/mailgate/mailgate/internal/connserver"
 	"github.com/mailgate/mailgate/internal/directory"
 	"github.com/mailgate/mailgate/internal/policy"
 )
@@ -127,13 +128,25 @@ type Server struct {
 	Auth     *authn.Authenticator // same back-off and cache as the SMTP server
 	Logger   *slog.Logger
 
-	mu        sync.Mutex
-	closed    bool
-	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{}
-	wg        sync.WaitGroup
-	cuid      atomic.Uint64
-	cookie    string
+	once   sync.Once
+	cs     connserver.Server
+	cuid   atomic.Uint64
+	cookie string
+}
+
+// conns returns the connection plumbing (and draws the cookie), set up on
+// first use.
+func (s *Server) conns() *connserver.Server {
+	s.once.Do(func() {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		s.cookie = hex.EncodeToString(b[:])
+		s.cs.Handle = s.handle
+		s.cs.Closed = ErrServerClosed
+		s.cs.Logger = s.logger()
+		s.cs.MaxConns = MaxConns
+	})
+	return &s.cs
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -145,74 +158,14 @@ func (s *Server) logger() *slog.Logger {
 
 // Serve accepts connections on l until Close, then returns ErrServerClosed.
 // l is closed when Serve returns.
-func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		_ = l.Close()
-		return ErrServerClosed
-	}
-	if s.listeners == nil {
-		s.listeners = map[net.Listener]struct{}{}
-		s.conns = map[*conn]struct{}{}
-	}
-	if s.cookie == "" {
-		var b [16]byte
-		_, _ = rand.Read(b[:])
-		s.cookie = hex.EncodeToString(b[:])
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-		_ = l.Close()
-	}()
-	var delay time.Duration
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			if s.isClosed() {
-				return ErrServerClosed
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return err
-			}
-			// A condition such as EMFILE: wait a little and retry, as
-			// net/http does.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.logger().Warn("dovecotauth: accept failed; retrying", "err", err, "delay", delay)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
-		c := s.newConn(nc)
-		if c == nil {
-			continue
-		}
-		go c.serve()
-	}
-}
+func (s *Server) Serve(l net.Listener) error { return s.conns().Serve(l) }
 
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
+// Close stops every Serve, closes all connections (abandoning their checks)
+// and waits for their goroutines to end.
+func (s *Server) Close() error { return s.conns().Close() }
 
-// newConn registers a connection, or closes it when the server is closed
-// or full.
-func (s *Server) newConn(nc net.Conn) *conn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || len(s.conns) >= MaxConns {
-		if !s.closed {
-			s.logger().Warn("dovecotauth: too many connections; closing a new one", "limit", MaxConns, "remote", nc.RemoteAddr().String())
-		}
-		_ = nc.Close()
-		return nil
-	}
+// handle serves one connection (connserver closes it afterwards).
+func (s *Server) handle(nc net.Conn) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
 		srv:      s,
@@ -223,28 +176,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		inFlight: map[uint32]bool{},
 		log:      s.logger().With("remote", nc.RemoteAddr().String()),
 	}
-	s.conns[c] = struct{}{}
-	s.wg.Add(1)
-	return c
-}
-
-// Close stops every Serve, closes all connections (abandoning their checks)
-// and waits for their goroutines to end.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	var first error
-	for l := range s.listeners {
-		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) && first == nil {
-			first = err
-		}
-	}
-	for c := range s.conns {
-		c.close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	return first
+	c.serve()
 }
 
 // request is an authentication that waits for a CONT.
@@ -279,13 +211,9 @@ func (c *conn) close() {
 }
 
 func (c *conn) serve() {
-	defer c.srv.wg.Done()
 	defer func() {
 		c.close()
 		c.checks.Wait()
-		c.srv.mu.Lock()
-		delete(c.srv.conns, c)
-		c.srv.mu.Unlock()
 	}()
 	cuid := c.srv.cuid.Add(1)
 	if !c.write(
