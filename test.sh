@@ -24,10 +24,12 @@ say() { printf '\n=== %s\n' "$*"; }
 # dovecot-core: doveadm pw / auth test verify the password hashes we write.
 # swaks (+ the Perl TLS modules it needs for STARTTLS and implicit TLS):
 #   the client of the `mailgate serve` end-to-end tests.
+# openssl: the certificate of the throwaway Postfix (test/postfix/instance.sh).
 PATH=$PATH:/usr/sbin:/sbin
 need_pkgs=()
 { command -v postmap && command -v smtp-sink; } >/dev/null 2>&1 || need_pkgs+=(postfix)
 command -v swaks >/dev/null 2>&1 || need_pkgs+=(swaks)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need_pkgs+=(libnet-ssleay-perl)
 perl -MIO::Socket::SSL -e1 >/dev/null 2>&1 || need_pkgs+=(libio-socket-ssl-perl)
 command -v doveadm >/dev/null 2>&1 || need_pkgs+=(dovecot-core)

@@ -6,14 +6,7 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -44,35 +37,14 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func writeTestCert(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mail.example.test"},
-		DNSNames: []string{"mail.example.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	return certFile, keyFile
-}
-
-// startPostfix creates and starts a Postfix instance under a temp dir that
-// uses mailgate's listeners (addrs from the running mailgate) and relays
-// to relay. It needs root: Postfix's master starts as root.
+// startPostfix creates and starts a Postfix instance under a temp dir
+// (test/postfix/instance.sh) that uses mailgate's listeners (addrs from the
+// running mailgate) and relays to relay. It needs root: Postfix's master
+// starts as root.
 func startPostfix(t *testing.T, mg *serveProc, relay string) *postfixInstance {
 	t.Helper()
-	postfix := needTool(t, "postfix", "postfix")
-	postconf := needTool(t, "postconf", "postfix")
+	needTool(t, "postfix", "postfix")
+	needTool(t, "openssl", "openssl")
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("the Postfix integration test needs root (Postfix's master starts as root)")
@@ -83,104 +55,29 @@ func startPostfix(t *testing.T, mg *serveProc, relay string) *postfixInstance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(run, 0o755)
 	pf := &postfixInstance{dir: filepath.Join(run, "etc"), run: run, smtp: freePort(t), submission: freePort(t), submissions: freePort(t),
 		mailRoot: filepath.Join(run, "mail")}
-	for _, d := range []string{pf.dir, filepath.Join(run, "queue"), filepath.Join(run, "data"), pf.mailRoot} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, c := range [][]string{{"chown", "postfix", filepath.Join(run, "data")}, {"chown", "5000:5000", pf.mailRoot}} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", c, err, out)
-		}
-	}
-	cert, key := writeTestCert(t, run)
-
 	gen := run2(t, binary, "--config-dir", mg.cfg, "--data-dir", mg.data, "postfix", "config",
 		"--policy", mg.addr("policy"), "--socketmap", mg.addr("socketmap"), "--milter", mg.addr("milter"), "--sasl", mg.addr("sasl"),
 		"--mail-root", pf.mailRoot, "--submission", pf.submission, "--submissions", pf.submissions)
 	if gen.code != 0 {
 		t.Fatalf("mailgate postfix config: %d\n%s", gen.code, gen.stderr)
 	}
-	mainPart, masterPart, ok := strings.Cut(gen.stdout, "# --- master.cf")
-	if !ok {
-		t.Fatalf("no master.cf part in:\n%s", gen.stdout)
-	}
-	masterPart = "# --- master.cf" + masterPart
-	main := fmt.Sprintf(`queue_directory = %[1]s/queue
-data_directory = %[1]s/data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = %[1]s/maillog
-maillog_file_prefixes = %[1]s
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-smtp_dns_support_level = disabled
-myhostname = mail.example.test
-mydomain = example.test
-mydestination =
-local_transport = error:5.3.0 local delivery disabled
-relayhost = [%[2]s]:%[3]s
-mynetworks = 127.0.0.2/32
-smtpd_tls_chain_files = %[4]s %[5]s
-smtpd_tls_security_level = may
-smtputf8_enable = no
-compatibility_level = 3.6
-smtpd_forbid_bare_newline = yes
-message_size_limit = 26214400
-`, run, strings.Split(relay, ":")[0], strings.Split(relay, ":")[1], key, cert)
-	if err := os.WriteFile(filepath.Join(pf.dir, "main.cf"), []byte(main+mainPart), 0o644); err != nil {
+	cfgFile := filepath.Join(t.TempDir(), "postfix-config.txt")
+	if err := os.WriteFile(cfgFile, []byte(gen.stdout), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	master := pf.smtp + ` inet n - n - - smtpd
-  -o syslog_name=postfix/smtp
-` + masterPart + `pickup fifo n - n 60 1 pickup
-cleanup unix n - n - 0 cleanup
-qmgr unix n - n 300 1 qmgr
-tlsmgr unix - - n 1000? 1 tlsmgr
-rewrite unix - - n - - trivial-rewrite
-bounce unix - - n - 0 bounce
-defer unix - - n - 0 bounce
-trace unix - - n - 0 bounce
-verify unix - - n - 1 verify
-flush unix n - n 1000? 0 flush
-proxymap unix - - n - - proxymap
-proxywrite unix - - n - 1 proxymap
-smtp unix - - n - - smtp
-relay unix - - n - - smtp
-showq unix n - n - - showq
-error unix - - n - - error
-retry unix - - n - - error
-discard unix - - n - - discard
-anvil unix - - n - 1 anvil
-scache unix - - n - 1 scache
-postlog unix-dgram n - n - 1 postlogd
-`
-	if err := os.WriteFile(filepath.Join(pf.dir, "master.cf"), []byte(master), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(postconf, "-c", pf.dir, "-n").CombinedOutput(); err != nil {
-		t.Fatalf("postconf -n: %v\n%s", err, out)
-	}
-	if out, err := exec.Command(postfix, "-c", pf.dir, "check").CombinedOutput(); err != nil {
-		t.Fatalf("postfix check: %v\n%s", err, out)
-	}
-	if out, err := exec.Command(postfix, "-c", pf.dir, "start").CombinedOutput(); err != nil {
-		t.Fatalf("postfix start: %v\n%s\n%s", err, out, readFileOr(filepath.Join(run, "maillog")))
-	}
+	const script = "../postfix/instance.sh"
 	t.Cleanup(func() {
-		exec.Command(postfix, "-c", pf.dir, "stop").Run()
-		// master exits shortly after stop; kill anything left of this instance.
-		if pid, err := os.ReadFile(filepath.Join(run, "queue", "pid", "master.pid")); err == nil {
-			exec.Command("kill", "-9", strings.TrimSpace(string(pid))).Run()
-		}
+		exec.Command("bash", script, "stop", run).Run()
 		if t.Failed() {
 			t.Logf("postfix maillog:\n%s", readFileOr(filepath.Join(run, "maillog")))
 		}
 		os.RemoveAll(run)
 	})
+	if out, err := exec.Command("bash", script, "start", run, relay, cfgFile, pf.smtp).CombinedOutput(); err != nil {
+		t.Fatalf("starting Postfix: %v\n%s\n%s", err, out, readFileOr(filepath.Join(run, "maillog")))
+	}
 	for _, a := range []string{pf.smtp, pf.submission, pf.submissions} {
 		deadline := time.Now().Add(15 * time.Second)
 		for {
