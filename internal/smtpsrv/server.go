@@ -105,7 +105,9 @@ type Server struct {
 	lim     *limiter
 	log     *slog.Logger
 	mu      sync.Mutex
+	closed  bool // Shutdown or Close was called
 	servers []*smtp.Server
+	lns     []net.Listener
 	seq     atomic.Uint64
 	ctx     context.Context // canceled by Close: ends AUTH back-off waits
 	cancel  context.CancelFunc
@@ -169,13 +171,25 @@ func (s *Server) Serve(l net.Listener, mode Mode) error {
 	srv.EnableSMTPUTF8 = true
 	srv.AllowInsecureAuth = false
 	srv.ErrorLog = slogLogger{s.log.With("listener", mode.String())}
+	// Register the listener and the server together, and close the
+	// listener here too on Shutdown and Close: go-smtp's own Close does not
+	// reach a listener that its Serve has not registered yet.
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
 	s.servers = append(s.servers, srv)
+	s.lns = append(s.lns, ln)
 	s.mu.Unlock()
 	s.log.Info("listening", "listener", mode.String(), "addr", l.Addr().String())
 	err := srv.Serve(ln)
-	if errors.Is(err, smtp.ErrServerClosed) {
-		return nil
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed || errors.Is(err, smtp.ErrServerClosed) {
+		return nil // the listener was closed by Shutdown or Close
 	}
 	return err
 }
@@ -188,9 +202,7 @@ func (s *Server) Open() int { return s.lim.open() }
 // closes whatever is left. Nothing answered with 250 is affected: that was
 // on stable storage before the answer.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	servers := append([]*smtp.Server(nil), s.servers...)
-	s.mu.Unlock()
+	servers := s.stopListening()
 	done := make(chan struct{})
 	go func() {
 		var wg sync.WaitGroup
@@ -219,14 +231,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes every listener and connection at once.
 func (s *Server) Close() error {
 	s.cancel()
-	s.mu.Lock()
-	servers := append([]*smtp.Server(nil), s.servers...)
-	s.mu.Unlock()
+	servers := s.stopListening()
 	for _, srv := range servers {
 		_ = srv.Close()
 	}
 	s.lim.closeAll()
 	return nil
+}
+
+// stopListening marks the server closed, closes every listener and returns
+// the go-smtp servers to stop.
+func (s *Server) stopListening() []*smtp.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, l := range s.lns {
+		l.Close()
+	}
+	return append([]*smtp.Server(nil), s.servers...)
 }
 
 type slogLogger struct{ l *slog.Logger }

@@ -506,3 +506,29 @@ func TestBDATDataTimeout(t *testing.T) {
 		t.Errorf("an incomplete message was stored")
 	}
 }
+
+// TestCloseBeforeServe: a Close that comes before Serve has registered its
+// listener still ends that Serve.
+func TestCloseBeforeServe(t *testing.T) {
+	snap := testSnapshot(t)
+	srv, err := New(Config{Hostname: "mx.example.test", TLS: testTLS(t), Snapshot: func() *directory.Snapshot { return snap },
+		Auth: authn.New(authn.Options{}), Deliver: &memAcceptor{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l, Submissions) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve after Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve after Close did not return")
+	}
+}
