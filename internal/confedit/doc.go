@@ -65,6 +65,13 @@ func ReadDoc(dir, name string, perm os.FileMode) (*Doc, error) {
 	return d, nil
 }
 
+// NewDoc is a Doc of text that is not a file (a table rendered from
+// PostgreSQL in the files' syntax); it cannot be saved, only read back with
+// Bytes.
+func NewDoc(name, text string) *Doc {
+	return &Doc{Name: name, text: text, eol: "\n"}
+}
+
 // Each calls fn for every logical line, skipping blank and comment lines;
 // with continuation a line that starts with white space belongs to the entry
 // before it (the rules of conffile.SplitLines). fn returns false to stop.
@@ -182,6 +189,9 @@ func (d *Doc) Bytes() []byte {
 func (d *Doc) Save() error {
 	if !d.Changed() {
 		return nil
+	}
+	if d.path == "" {
+		return fmt.Errorf("%s is not a file and cannot be saved", d.Name)
 	}
 	if err := writeFile(d.path, d.perm, func(w io.Writer) error {
 		_, err := d.WriteTo(w)

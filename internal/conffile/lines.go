@@ -23,6 +23,9 @@ func (p Pos) String() string {
 	if p.File == "" {
 		return "(built-in)"
 	}
+	if p.Line == 0 {
+		return p.File // a source without lines, e.g. "ldap uid=a,ou=users,dc=example,dc=test"
+	}
 	return fmt.Sprintf("%s:%d", p.File, p.Line)
 }
 

@@ -56,8 +56,16 @@ type Snapshot struct {
 	LocalAliases map[string]*Alias // postfix-aliases.cf: local name → targets
 	Domains      map[string]DomainClass
 
+	// Ext, when not nil, is asked for what the maps do not hold (LDAP).
+	Ext External
+	// Unavailable, when not nil, says why this snapshot cannot answer (its
+	// source is down): every decision is a temporary failure.
+	Unavailable error
+
 	// Diags are the warnings found while loading (errors make Load fail).
 	Diags []conffile.Diag
+
+	regexpOrigins []conffile.Pos // for BuildRendered: the origin of each regexp line
 }
 
 // LoadError is returned by Load when a file has errors; Diags holds every

@@ -144,7 +144,7 @@ func aliasEntry(snap *directory.Snapshot, a address.Address, key string) (entry,
 	if managed && snap.Regexp != nil {
 		if m, ok := snap.Regexp.Lookup(key); ok {
 			e := entry{step: Step{Rule: RuleRegexp, Key: key, Detail: m.Rule + " → " + m.Result,
-				Pos: &conffile.Pos{File: conffile.RegexpFile, Line: m.Line}}}
+				Pos: posPtr(snap.RegexpPos(m.Line))}}
 			for _, t := range strings.FieldsFunc(m.Result, isTargetSep) {
 				if !strings.Contains(t, "@") {
 					t += "@" + snap.Settings.Hostname // as postfix-virtual.cf targets (Postfix appends $myorigin)

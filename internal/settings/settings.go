@@ -36,7 +36,7 @@ type Settings struct {
 	NullSender         string   // "refuse" or "allow"
 	HeaderFrom         string   // "owned", "envelope" or "off"
 	ExcludedDomains    []string // canonical domains that are never managed
-	AccountProvisioner string   // "file"
+	AccountProvisioner string   // "file", "ldap" or "postgres"
 	MessageSizeLimit   int64    // bytes; 0 means no limit (as in Postfix and DMS)
 	RelayHost          string   // "host:port", or "" for MX lookup
 
@@ -50,6 +50,10 @@ type Settings struct {
 	QueueBackoffMin     time.Duration // first retry delay of the outbound queue
 	QueueBackoffMax     time.Duration // longest retry delay
 
+	// Directory sources beyond files (docs/directories.md).
+	DatabaseURL string // PostgreSQL connection string, for account_provisioner = postgres
+	LDAP        LDAP   // for account_provisioner = ldap
+
 	// Origin maps each setting name to where its value came from:
 	// "default", "mailgate.toml", "env NAME" or "flag".
 	Origin map[string]string
@@ -62,7 +66,41 @@ var Names = []string{
 	"message_size_limit", "relay_host",
 	"max_connections", "max_connections_per_ip", "max_recipients",
 	"smtp_timeout", "data_timeout", "queue_lifetime", "queue_backoff_min", "queue_backoff_max",
+	"database_url",
+	"ldap_server_host", "ldap_search_base", "ldap_bind_dn", "ldap_bind_pw", "ldap_start_tls",
+	"ldap_query_filter_user", "ldap_query_filter_alias", "ldap_query_filter_group",
+	"ldap_query_filter_domain", "ldap_query_filter_senders", "ldap_query_filter_login",
+	"ldap_timeout", "ldap_cache_ttl",
 }
+
+// LDAP holds the settings of the LDAP directory source. The names follow
+// docker-mailserver's LDAP_* variables; every filter takes the lookup key
+// for each %s, escaped as an LDAP filter value (RFC 4515 §3).
+type LDAP struct {
+	ServerHost    string        // URL: ldap://host[:port] or ldaps://host[:port]
+	SearchBase    string        // base DN of every search
+	BindDN        string        // DN of the search bind ("" for anonymous)
+	BindPW        string        // its password
+	StartTLS      bool          // StartTLS on ldap:// connections
+	FilterUser    string        // accounts: the entry whose mail is the key
+	FilterAlias   string        // aliases: entries whose mail receives mail for the key
+	FilterGroup   string        // groups: the same, for group addresses
+	FilterDomain  string        // managed domains: any entry answering means managed
+	FilterSenders string        // extra owners of a sender address ("" for none)
+	FilterLogin   string        // maps a login (uid or address) to its account entry
+	Timeout       time.Duration // connect, bind and search time limit
+	CacheTTL      time.Duration // how long an answer is reused; 0 disables the cache
+}
+
+// DMS's defaults (docker-mailserver's mailserver.env and start-mailserver),
+// plus the login filter, mailgate's own.
+const (
+	DefaultLDAPFilterUser   = "(&(mail=%s)(mailEnabled=TRUE))"
+	DefaultLDAPFilterAlias  = "(&(mailAlias=%s)(mailEnabled=TRUE))"
+	DefaultLDAPFilterGroup  = "(&(mailGroupMember=%s)(mailEnabled=TRUE))"
+	DefaultLDAPFilterDomain = "(&(|(mail=*@%s)(mailalias=*@%s)(mailGroupMember=*@%s))(mailEnabled=TRUE))"
+	DefaultLDAPFilterLogin  = "(&(|(mail=%s)(uid=%s))(mailEnabled=TRUE))"
+)
 
 // dmsEnv maps docker-mailserver environment names to settings.
 // RELAY_HOST/RELAY_PORT are handled separately (two variables, one setting).
@@ -73,6 +111,16 @@ var dmsEnv = map[string]string{
 	"ACCOUNT_PROVISIONER":        "account_provisioner",
 	"DEFAULT_RELAY_HOST":         "relay_host",
 	"POSTFIX_MESSAGE_SIZE_LIMIT": "message_size_limit",
+	"LDAP_SERVER_HOST":           "ldap_server_host",
+	"LDAP_SEARCH_BASE":           "ldap_search_base",
+	"LDAP_BIND_DN":               "ldap_bind_dn",
+	"LDAP_BIND_PW":               "ldap_bind_pw",
+	"LDAP_START_TLS":             "ldap_start_tls",
+	"LDAP_QUERY_FILTER_USER":     "ldap_query_filter_user",
+	"LDAP_QUERY_FILTER_ALIAS":    "ldap_query_filter_alias",
+	"LDAP_QUERY_FILTER_GROUP":    "ldap_query_filter_group",
+	"LDAP_QUERY_FILTER_DOMAIN":   "ldap_query_filter_domain",
+	"LDAP_QUERY_FILTER_SENDERS":  "ldap_query_filter_senders",
 }
 
 // Env looks up an environment variable; os.LookupEnv in production.
@@ -173,7 +221,16 @@ func build(raw, origin map[string]string) (*Settings, error) {
 		QueueLifetime:       5 * 24 * time.Hour,
 		QueueBackoffMin:     300 * time.Second,  // minimal_backoff_time
 		QueueBackoffMax:     4000 * time.Second, // maximal_backoff_time
-		Origin:              map[string]string{},
+		LDAP: LDAP{
+			FilterUser:   DefaultLDAPFilterUser,
+			FilterAlias:  DefaultLDAPFilterAlias,
+			FilterGroup:  DefaultLDAPFilterGroup,
+			FilterDomain: DefaultLDAPFilterDomain,
+			FilterLogin:  DefaultLDAPFilterLogin,
+			Timeout:      5 * time.Second,
+			CacheTTL:     30 * time.Second,
+		},
+		Origin: map[string]string{},
 	}
 	for _, n := range Names {
 		s.Origin[n] = "default"
@@ -249,7 +306,7 @@ func build(raw, origin map[string]string) (*Settings, error) {
 	}
 	if v, ok := raw["account_provisioner"]; ok {
 		v = strings.ToLower(v) // DMS writes FILE / LDAP
-		if err := oneOf(v, "file"); err != nil {
+		if err := oneOf(v, "file", "ldap", "postgres"); err != nil {
 			bad("account_provisioner", err)
 		}
 		s.AccountProvisioner = v
@@ -304,6 +361,7 @@ func build(raw, origin map[string]string) (*Settings, error) {
 			*d.dst = t
 		}
 	}
+	buildSources(s, raw, bad)
 	if s.QueueBackoffMax < s.QueueBackoffMin {
 		bad("queue_backoff_max", fmt.Errorf("%s is shorter than queue_backoff_min %s", s.QueueBackoffMax, s.QueueBackoffMin))
 	}
@@ -348,24 +406,38 @@ func parseDuration(v string) (time.Duration, error) {
 // Values returns the effective values as text, keyed by setting name.
 func (s *Settings) Values() map[string]string {
 	return map[string]string{
-		"hostname":               s.Hostname,
-		"recipient_delimiter":    s.RecipientDelimiter,
-		"postmaster_address":     s.PostmasterAddress,
-		"spoof_protection":       strconv.FormatBool(s.SpoofProtection),
-		"null_sender":            s.NullSender,
-		"header_from":            s.HeaderFrom,
-		"excluded_domains":       strings.Join(s.ExcludedDomains, ","),
-		"account_provisioner":    s.AccountProvisioner,
-		"message_size_limit":     strconv.FormatInt(s.MessageSizeLimit, 10),
-		"relay_host":             s.RelayHost,
-		"max_connections":        strconv.Itoa(s.MaxConnections),
-		"max_connections_per_ip": strconv.Itoa(s.MaxConnectionsPerIP),
-		"max_recipients":         strconv.Itoa(s.MaxRecipients),
-		"smtp_timeout":           s.SMTPTimeout.String(),
-		"data_timeout":           s.DataTimeout.String(),
-		"queue_lifetime":         s.QueueLifetime.String(),
-		"queue_backoff_min":      s.QueueBackoffMin.String(),
-		"queue_backoff_max":      s.QueueBackoffMax.String(),
+		"hostname":                  s.Hostname,
+		"recipient_delimiter":       s.RecipientDelimiter,
+		"postmaster_address":        s.PostmasterAddress,
+		"spoof_protection":          strconv.FormatBool(s.SpoofProtection),
+		"null_sender":               s.NullSender,
+		"header_from":               s.HeaderFrom,
+		"excluded_domains":          strings.Join(s.ExcludedDomains, ","),
+		"account_provisioner":       s.AccountProvisioner,
+		"message_size_limit":        strconv.FormatInt(s.MessageSizeLimit, 10),
+		"relay_host":                s.RelayHost,
+		"max_connections":           strconv.Itoa(s.MaxConnections),
+		"max_connections_per_ip":    strconv.Itoa(s.MaxConnectionsPerIP),
+		"max_recipients":            strconv.Itoa(s.MaxRecipients),
+		"smtp_timeout":              s.SMTPTimeout.String(),
+		"data_timeout":              s.DataTimeout.String(),
+		"queue_lifetime":            s.QueueLifetime.String(),
+		"queue_backoff_min":         s.QueueBackoffMin.String(),
+		"queue_backoff_max":         s.QueueBackoffMax.String(),
+		"database_url":              redactURL(s.DatabaseURL),
+		"ldap_server_host":          s.LDAP.ServerHost,
+		"ldap_search_base":          s.LDAP.SearchBase,
+		"ldap_bind_dn":              s.LDAP.BindDN,
+		"ldap_bind_pw":              redact(s.LDAP.BindPW),
+		"ldap_start_tls":            strconv.FormatBool(s.LDAP.StartTLS),
+		"ldap_query_filter_user":    s.LDAP.FilterUser,
+		"ldap_query_filter_alias":   s.LDAP.FilterAlias,
+		"ldap_query_filter_group":   s.LDAP.FilterGroup,
+		"ldap_query_filter_domain":  s.LDAP.FilterDomain,
+		"ldap_query_filter_senders": s.LDAP.FilterSenders,
+		"ldap_query_filter_login":   s.LDAP.FilterLogin,
+		"ldap_timeout":              s.LDAP.Timeout.String(),
+		"ldap_cache_ttl":            s.LDAP.CacheTTL.String(),
 	}
 }
 

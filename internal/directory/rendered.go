@@ -1,0 +1,82 @@
+package directory
+
+import (
+	"errors"
+
+	"github.com/mailgate/mailgate/internal/conffile"
+	"github.com/mailgate/mailgate/internal/settings"
+)
+
+// Rendered is a configuration file rendered from another store (PostgreSQL):
+// its text in the file's own syntax, and where each line came from.
+type Rendered struct {
+	Text    string
+	Origins []conffile.Pos // Origins[i] is the provenance of line i+1
+}
+
+// BuildRendered builds a Snapshot from rendered files, keyed by file name.
+// The text goes through the same parsers as the files, so that every source
+// means the same; the positions found (of entries and of diagnostics) are
+// then replaced by the lines' origins.
+func BuildRendered(files map[string]Rendered, s *settings.Settings) (*Snapshot, error) {
+	snap, err := build(func(name string) (string, bool, error) {
+		r, ok := files[name]
+		return r.Text, ok, nil
+	}, s)
+	origin := func(p *conffile.Pos) {
+		r, ok := files[p.File]
+		if ok && p.Line >= 1 && p.Line <= len(r.Origins) {
+			*p = r.Origins[p.Line-1]
+		}
+	}
+	var le *LoadError
+	if errors.As(err, &le) {
+		for i := range le.Diags {
+			origin(&le.Diags[i].Pos)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range snap.Accounts {
+		origin(&a.Pos)
+	}
+	for _, a := range snap.Aliases {
+		for i := range a.Lines {
+			origin(&a.Lines[i])
+		}
+	}
+	for _, a := range snap.LocalAliases {
+		for i := range a.Lines {
+			origin(&a.Lines[i])
+		}
+	}
+	for _, gs := range snap.SendAs {
+		for i := range gs {
+			origin(&gs[i].Pos)
+		}
+	}
+	for k, p := range snap.SendRestrict {
+		origin(&p)
+		snap.SendRestrict[k] = p
+	}
+	for k, p := range snap.RecvRestrict {
+		origin(&p)
+		snap.RecvRestrict[k] = p
+	}
+	for i := range snap.Diags {
+		origin(&snap.Diags[i].Pos)
+	}
+	if r, ok := files[conffile.RegexpFile]; ok {
+		snap.regexpOrigins = r.Origins
+	}
+	return snap, nil
+}
+
+// RegexpPos is the provenance of a line of the regexp aliases.
+func (s *Snapshot) RegexpPos(line int) conffile.Pos {
+	if line >= 1 && line <= len(s.regexpOrigins) {
+		return s.regexpOrigins[line-1]
+	}
+	return conffile.Pos{File: conffile.RegexpFile, Line: line}
+}
