@@ -25,6 +25,10 @@ say() { printf '\n=== %s\n' "$*"; }
 # swaks (+ the Perl TLS modules it needs for STARTTLS and implicit TLS):
 #   the client of the `mailgate serve` end-to-end tests.
 # openssl: the certificate of the throwaway Postfix (test/postfix/instance.sh).
+# slapd, ldap-utils: the throwaway OpenLDAP of the LDAP source's tests
+#   (test/ldap/instance.sh); preseeded not to create a system directory.
+# postgresql: initdb/pg_ctl for the throwaway clusters of the PostgreSQL
+#   source's tests (test/pg/instance.sh).
 PATH=$PATH:/usr/sbin:/sbin
 need_pkgs=()
 { command -v postmap && command -v smtp-sink; } >/dev/null 2>&1 || need_pkgs+=(postfix)
@@ -33,6 +37,11 @@ command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need_pkgs+=(libnet-ssleay-perl)
 perl -MIO::Socket::SSL -e1 >/dev/null 2>&1 || need_pkgs+=(libio-socket-ssl-perl)
 command -v doveadm >/dev/null 2>&1 || need_pkgs+=(dovecot-core)
+{ command -v slapd && command -v slappasswd; } >/dev/null 2>&1 || need_pkgs+=(slapd)
+{ command -v ldapadd && command -v ldapsearch; } >/dev/null 2>&1 || need_pkgs+=(ldap-utils)
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need_pkgs+=(postgresql)
+fi
 if ! { command -v postconf >/dev/null 2>&1 && postconf -m 2>/dev/null | grep -qx pcre; }; then
   need_pkgs+=(postfix-pcre)
 fi
@@ -43,6 +52,7 @@ if [ ${#need_pkgs[@]} -gt 0 ] && [ "${SKIP_INSTALL:-}" != 1 ]; then
     exit 1
   fi
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
   apt-get update -q -o DPkg::Lock::Timeout=300
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     -o DPkg::Lock::Timeout=300 "${need_pkgs[@]}"

@@ -255,7 +255,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, snap *directory.Snapsh
 
 // cached reports whether login/password is a cached verified credential.
 func (a *Authenticator) cached(snap *directory.Snapshot, login, password string) (address.Address, bool) {
-	if a.cache == nil || snap == nil {
+	if a.cache == nil || snap == nil || snap.Available() != nil {
 		return address.Address{}, false
 	}
 	addr, err := address.Parse(login, loginOpts)
@@ -287,7 +287,16 @@ func (a *Authenticator) check(snap *directory.Snapshot, login, password string) 
 		a.log.Error("authentication: no directory loaded")
 		return address.Address{}, ErrTemporaryFailure
 	}
+	if err := snap.Available(); err != nil {
+		a.log.Warn("authentication: the directory is unavailable", "err", err)
+		return address.Address{}, ErrTemporaryFailure
+	}
 	addr, err := address.Parse(login, loginOpts)
+	if snap.Ext != nil {
+		if _, ok := snap.Accounts[addr]; err != nil || !ok {
+			return a.checkExt(snap, login, password)
+		}
+	}
 	if err != nil {
 		_ = a.verify(dummyHash, password)
 		a.log.Debug("authentication failed: malformed login", "login", truncate(login), "reason", err)
@@ -318,6 +327,23 @@ func (a *Authenticator) check(snap *directory.Snapshot, login, password string) 
 	default:
 		a.log.Error("authentication: the stored password of the account cannot be used",
 			"account", addr.String(), "pos", acct.Pos.String(), "err", err)
+		return address.Address{}, ErrTemporaryFailure
+	}
+}
+
+// checkExt verifies the credentials with the directory's External source
+// (LDAP: a bind as the user), which also maps a uid login to its account.
+// Its answers are not cached here: the source binds every time.
+func (a *Authenticator) checkExt(snap *directory.Snapshot, login, password string) (address.Address, error) {
+	acct, err := snap.Ext.Authenticate(login, password)
+	switch {
+	case err == nil:
+		return acct, nil
+	case errors.Is(err, directory.ErrBadCredentials):
+		a.log.Debug("authentication failed", "login", truncate(login), "source", "external")
+		return address.Address{}, ErrInvalidCredentials
+	default:
+		a.log.Warn("authentication: the directory source failed", "login", truncate(login), "err", err)
 		return address.Address{}, ErrTemporaryFailure
 	}
 }

@@ -125,7 +125,7 @@ func build(read func(name string) (text string, ok bool, err error), s *settings
 	// directory, and independent of each other: index them in parallel.
 	var acc accountsPart
 	var wg sync.WaitGroup
-	wg.Go(func() { acc = loadAccounts(read) })
+	wg.Go(func() { acc = loadAccounts(read, s.AccountProvisioner) })
 	al := loadAliases(read, s.Hostname)
 	wg.Wait()
 	if acc.err != nil {
@@ -178,7 +178,7 @@ func build(read func(name string) (text string, ok bool, err error), s *settings
 			if !dup {
 				snap.SendAs[k] = append(snap.SendAs[k], Grant{Login: login, Pos: g.Pos})
 			}
-			if _, ok := snap.Accounts[l]; !ok {
+			if _, ok := snap.Accounts[l]; !ok && s.AccountProvisioner != "ldap" {
 				add([]conffile.Diag{{Pos: g.Pos, Severity: conffile.Warning,
 					Msg: fmt.Sprintf("login %s is not an account: this grant cannot be used", login)}})
 			}
@@ -254,11 +254,21 @@ type accountsPart struct {
 	err   error
 }
 
-// loadAccounts reads and indexes postfix-accounts.cf.
-func loadAccounts(read func(string) (string, bool, error)) (p accountsPart) {
-	text, _, err := read(conffile.AccountsFile)
+// loadAccounts reads and indexes postfix-accounts.cf. With account_provisioner
+// = ldap the accounts and their passwords come from LDAP alone, as in
+// docker-mailserver: the file is ignored, with a warning.
+func loadAccounts(read func(string) (string, bool, error), provisioner string) (p accountsPart) {
+	text, ok, err := read(conffile.AccountsFile)
 	if err != nil {
 		p.err = err
+		return p
+	}
+	if provisioner == "ldap" {
+		p.index = map[address.Address]*conffile.Account{}
+		if ok && strings.TrimSpace(text) != "" {
+			p.diags = append(p.diags, conffile.Diag{Pos: conffile.Pos{File: conffile.AccountsFile, Line: 1}, Severity: conffile.Warning,
+				Msg: "ignored: accounts come from LDAP (account_provisioner = ldap)"})
+		}
 		return p
 	}
 	p.list, p.diags = conffile.ParseAccounts(conffile.AccountsFile, text)

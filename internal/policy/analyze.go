@@ -37,7 +37,7 @@ func Analyze(snap *directory.Snapshot) []conffile.Diag {
 		switch {
 		case k.IsCatchAll(), k.IsBare():
 			res := RouteResult{}
-			r := resolver{snap: snap, catchAll: true, res: &res}
+			r := resolver{lookup: &lookup{snap: snap}, catchAll: true, res: &res}
 			rule := RuleCatchAll
 			if k.IsBare() {
 				rule = RuleLocalAlias
@@ -60,7 +60,7 @@ func Analyze(snap *directory.Snapshot) []conffile.Diag {
 	}
 	for name, al := range snap.LocalAliases {
 		res := RouteResult{}
-		r := resolver{snap: snap, catchAll: true, res: &res}
+		r := resolver{lookup: &lookup{snap: snap}, catchAll: true, res: &res}
 		a := address.Address{Local: name, Domain: snap.Settings.Hostname}
 		r.expand(a, fromAlias(al, RuleLocalAlias, a.String()), "", "", nil, 0)
 		check(name, al.Lines[0], res, r.problem)

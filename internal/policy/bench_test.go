@@ -77,8 +77,8 @@ func generate(size dirgen.Size) (*directory.Snapshot, error) {
 	return directory.Load(dir, s)
 }
 
-// withExt inserts "+ext" before the @ of addr.
-func withExt(addr, ext string) string {
+// withExtDirs inserts "+ext" before the @ of addr.
+func withExtDirs(addr, ext string) string {
 	local, domain, _ := strings.Cut(addr, "@")
 	return local + "+" + ext + "@" + domain
 }
@@ -105,7 +105,7 @@ var sendCases = []sendCase{
 	}, true, RuleSendAs},
 	{"extension", func(s dirgen.Size, r *rand.Rand) (string, string) {
 		a := s.Account(r.IntN(s.Accounts))
-		return a, withExt(a, fmt.Sprintf("tag%d", r.IntN(1000)))
+		return a, withExtDirs(a, fmt.Sprintf("tag%d", r.IntN(1000)))
 	}, true, RuleExtension},
 	{"regexp", func(s dirgen.Size, r *rand.Rand) (string, string) {
 		i := r.IntN(s.Regexps)
@@ -128,7 +128,7 @@ var routeCases = []routeCase{
 	{"account", func(s dirgen.Size, r *rand.Rand) string { return s.Account(r.IntN(s.Accounts)) }, Deliver, RuleAccount},
 	{"alias", func(s dirgen.Size, r *rand.Rand) string { return s.Alias(r.IntN(s.Aliases)) }, Deliver, RuleAlias},
 	{"extension", func(s dirgen.Size, r *rand.Rand) string {
-		return withExt(s.Account(r.IntN(s.Accounts)), fmt.Sprintf("tag%d", r.IntN(1000)))
+		return withExtDirs(s.Account(r.IntN(s.Accounts)), fmt.Sprintf("tag%d", r.IntN(1000)))
 	}, Deliver, RuleExtension},
 	{"catch-all", func(s dirgen.Size, r *rand.Rand) string {
 		return s.CatchAll(r.IntN(s.CatchAlls), r.IntN(1_000_000))

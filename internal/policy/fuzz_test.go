@@ -67,7 +67,11 @@ func FuzzEngine(f *testing.F) {
 		if d.Allowed && d.Rule != RuleNullSender {
 			sender := mustAddr(t, d.Sender)
 			found := false
-			for _, o := range Owners(snap, sender) {
+			owners, err := Owners(snap, sender)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range owners {
 				found = found || o.Login == d.Login
 			}
 			if !found {

@@ -39,14 +39,34 @@ func MaySend(snap *directory.Snapshot, login, sender string) Decision {
 // itself (the tests compare it with the general path).
 func maySend(snap *directory.Snapshot, login, sender string, fast bool) Decision {
 	d := Decision{Login: login, Sender: sender, Owners: []Owner{}}
+	if err := snap.Available(); err != nil {
+		return d.tempFail(sender, err)
+	}
 	l, err := address.Parse(login, address.Options{UTF8Local: true})
-	if err != nil {
+	if err != nil && snap.Ext == nil {
 		return d.deny(RuleUnknownLogin, Reply{535, "5.7.8", fmt.Sprintf("invalid login: %s", reason(err))}, "")
 	}
-	d.Login = canonicalString(login, l)
-	acc, ok := snap.Accounts[l]
-	if !ok {
-		return d.deny(RuleUnknownLogin, Reply{535, "5.7.8", fmt.Sprintf("login %s is not an account", l)}, "")
+	// SPEC §5: L is the login resolved to its account; with LDAP a uid
+	// login (some.user) maps to the account's address. The rejection text
+	// names the login as given.
+	named := login
+	if err == nil {
+		d.Login = canonicalString(login, l)
+		named = l.String()
+	}
+	var accPos conffile.Pos
+	if acc, ok := snap.Accounts[l]; ok && err == nil {
+		accPos = acc.Pos
+	} else {
+		account, pos, ok, lerr := snap.LookupLogin(login, l, err == nil)
+		if lerr != nil {
+			return d.tempFail(sender, lerr)
+		}
+		if !ok {
+			return d.deny(RuleUnknownLogin, Reply{535, "5.7.8", fmt.Sprintf("login %s is not an account", named)}, "")
+		}
+		l, accPos = account, pos
+		d.Login = l.String()
 	}
 	if sender == "" || sender == "<>" {
 		d.Sender = ""
@@ -74,11 +94,14 @@ func maySend(snap *directory.Snapshot, login, sender string, fast bool) Decision
 		// with exactly this chain, whatever else owns the address, and the
 		// decision would be the same (TestMaySendFastPath).
 		d = d.allow(RuleAccount, "")
-		d.Grant = &Owner{Login: d.Login, Chain: []Step{{Rule: RuleAccount, Key: d.Sender, Pos: posPtr(acc.Pos)}}}
+		d.Grant = &Owner{Login: d.Login, Chain: []Step{{Rule: RuleAccount, Key: d.Sender, Pos: posPtr(accPos)}}}
 		return d
 	}
-	var o ownerSet
-	o.collect(snap, s, nil)
+	o := ownerSet{lookup: lookup{snap: snap}}
+	o.collect(s, nil)
+	if o.err != nil {
+		return d.tempFail(sender, o.err)
+	}
 	owners := o.sorted()
 	for i := range owners {
 		if owners[i].Login == d.Login {
@@ -101,8 +124,22 @@ func maySend(snap *directory.Snapshot, login, sender string, fast bool) Decision
 	if len(names) > 0 {
 		detail = "owned by " + strings.Join(names, ", ")
 	}
-	return d.deny(RuleNotOwned, Reply{553, "5.7.1", fmt.Sprintf("<%s>: Sender address rejected: not owned by user %s", s, l)}, detail)
+	return d.deny(RuleNotOwned, Reply{553, "5.7.1", fmt.Sprintf("<%s>: Sender address rejected: not owned by user %s", s, named)}, detail)
 }
+
+// tempFail is the decision when the directory cannot be asked: 451 4.3.0,
+// neither allowed nor denied for good.
+func (d Decision) tempFail(sender string, err error) Decision {
+	s := sender
+	if a, perr := address.Parse(sender, address.Options{UTF8Local: true}); perr == nil {
+		s = a.String()
+	}
+	return d.deny(RuleTempFail, *tempFailReply("Sender", stringer(s)), err.Error())
+}
+
+type stringer string
+
+func (s stringer) String() string { return string(s) }
 
 func accessDenied(s address.Address) Reply {
 	return Reply{554, "5.7.1", fmt.Sprintf("<%s>: Sender address rejected: Access denied", s)}
@@ -137,16 +174,23 @@ func (d Decision) deny(rule string, r Reply, detail string) Decision {
 //	   catch-all keys grant nothing;
 //	c. grants in postfix-send-as.cf for S and for @domain(S);
 //	d. when S has no entry of its own and has an extension: owners(base(S)).
-func Owners(snap *directory.Snapshot, s address.Address) []Owner {
-	var o ownerSet
-	o.collect(snap, s, nil)
-	return o.sorted()
+//
+// A failure of the directory source is returned as the error (a
+// *directory.TempError), with the owners found before it.
+func Owners(snap *directory.Snapshot, s address.Address) ([]Owner, error) {
+	if err := snap.Available(); err != nil {
+		return []Owner{}, err
+	}
+	o := ownerSet{lookup: lookup{snap: snap}}
+	o.collect(s, nil)
+	return o.sorted(), o.err
 }
 
 // ownerSet collects owners, the first chain found for each login. An
 // address usually has one or two owners: a slice, indexed by a map only when
 // it grows long.
 type ownerSet struct {
+	lookup
 	list    []Owner
 	index   map[string]bool
 	problem string // an alias loop or expansion limit met on the way
@@ -191,20 +235,21 @@ func (o *ownerSet) sorted() []Owner {
 	return o.list
 }
 
-func (o *ownerSet) collect(snap *directory.Snapshot, s address.Address, chain []Step) {
+func (o *ownerSet) collect(s address.Address, chain []Step) {
+	snap := o.snap
 	hasEntry := false
 	key := s.String()
 	// a.
-	if acc, ok := snap.Accounts[s]; ok {
+	if pos, ok := o.account(s); ok {
 		hasEntry = true
-		o.add(key, extend(chain, Step{Rule: RuleAccount, Key: key, Pos: posPtr(acc.Pos)}))
+		o.add(key, extend(chain, Step{Rule: RuleAccount, Key: key, Pos: posPtr(pos)}))
 	}
 	// b. Only in managed domains: the local aliases of the server's own
 	// names (postfix-aliases.cf, bare keys) route mail but grant no sending.
-	if e, ok := aliasEntry(snap, s, key); ok && snap.IsManaged(s.Domain) {
+	if e, ok := o.aliasEntry(s, key); ok && o.managed(s.Domain) {
 		hasEntry = true
 		res := RouteResult{}
-		r := resolver{snap: snap, catchAll: false, res: &res, path: []address.Address{s}}
+		r := resolver{lookup: &o.lookup, catchAll: false, res: &res, path: []address.Address{s}}
 		r.expand(s, e, "", "", chain, 0)
 		if r.problem == "" {
 			for _, d := range res.Destinations {
@@ -224,11 +269,21 @@ func (o *ownerSet) collect(snap *directory.Snapshot, s address.Address, chain []
 	for _, g := range snap.SendAs[conffile.Key{Domain: s.Domain}] {
 		o.add(g.Login, extend(chain, Step{Rule: RuleSendAsDomain, Key: "@" + s.Domain, Pos: posPtr(g.Pos)}))
 	}
+	// The senders filter of an External source (LDAP_QUERY_FILTER_SENDERS):
+	// one more source of owners, united with the others.
+	// It is not an entry of S for rule d: a filter that matches every
+	// address (the "may send as anyone" pattern) must not hide base(S).
+	for _, t := range o.extSenders(s) {
+		o.add(t.Address.String(), extend(chain, Step{Rule: RuleSenders, Key: key, Pos: posPtr(t.Pos)}))
+	}
+	if o.err != nil {
+		return
+	}
 	// d.
 	if !hasEntry {
 		if base, delim, ext, ok := address.SplitExtension(s.Local, snap.Settings.RecipientDelimiter); ok {
 			b := address.Address{Local: base, Domain: s.Domain}
-			o.collect(snap, b, extend(chain, Step{Rule: RuleExtension, Key: key, Detail: "base " + b.String() + ", extension " + delim + ext}))
+			o.collect(b, extend(chain, Step{Rule: RuleExtension, Key: key, Detail: "base " + b.String() + ", extension " + delim + ext}))
 		}
 	}
 }

@@ -137,7 +137,10 @@ func TestMaySendDenialListsOwners(t *testing.T) {
 	if !d.Allowed {
 		t.Fatal("user1 should send as user3")
 	}
-	owners := Owners(snap, mustParse(t, user3))
+	owners, err := Owners(snap, mustParse(t, user3))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(owners) != 2 || owners[0].Login != user1 || owners[1].Login != user3 {
 		t.Fatalf("owners of user3 = %+v", owners)
 	}

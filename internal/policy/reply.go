@@ -65,6 +65,8 @@ const (
 	RuleNotOwned      = "not-owned"       // MaySend denial
 	RuleUnknownLogin  = "unknown-login"   // the login is not an account
 	RuleInvalidSender = "invalid-address" // syntax
+	RuleSenders       = "senders-filter"  // the senders filter of the LDAP source
+	RuleTempFail      = "tempfail"        // the directory source failed: 451 4.3.0
 	RuleSelf          = "self"            // an alias target equal to its own key: keep a copy
 )
 

@@ -71,6 +71,9 @@ func Route(snap *directory.Snapshot, recipient string) RouteResult {
 // RouteAddress is Route for a parsed, canonical address.
 func RouteAddress(snap *directory.Snapshot, a address.Address) RouteResult {
 	res := RouteResult{Recipient: a.String(), Destinations: []Destination{}, Undeliverable: []Destination{}}
+	if err := snap.Available(); err != nil {
+		return res.tempFail(a, err)
+	}
 	if _, pos, ok := restricted(snap, snap.RecvRestrict, a); ok {
 		res.Status = Rejected
 		res.Reply = &Reply{554, "5.7.1", fmt.Sprintf("<%s>: Recipient address rejected: Access denied", a)}
@@ -78,15 +81,21 @@ func RouteAddress(snap *directory.Snapshot, a address.Address) RouteResult {
 			Reason: "receive restriction", Chain: []Step{{Rule: RuleRestricted, Key: a.String(), Pos: posPtr(pos)}}})
 		return res
 	}
-	if !snap.IsManaged(a.Domain) && !isLocalName(snap, a.Domain) {
+	lk := &lookup{snap: snap}
+	if !lk.managed(a.Domain) && !isLocalName(snap, a.Domain) {
+		if lk.err != nil {
+			return res.tempFail(a, lk.err)
+		}
 		res.Status = Remote
 		res.Destinations = append(res.Destinations, Destination{Kind: Forward, Address: a.String(),
 			Chain: []Step{{Rule: RuleRemote, Key: a.String(), Detail: "domain " + a.Domain + " is not managed"}}})
 		return res
 	}
-	r := resolver{snap: snap, catchAll: true, res: &res}
+	r := resolver{lookup: lk, catchAll: true, res: &res}
 	r.resolve(a, nil, 0, false)
 	switch {
+	case lk.err != nil:
+		return res.tempFail(a, lk.err)
 	case r.problem != "":
 		res.Status = TempFail
 		res.Problem = r.problem
@@ -100,6 +109,16 @@ func RouteAddress(snap *directory.Snapshot, a address.Address) RouteResult {
 	return res
 }
 
+// tempFail is the answer when the directory source failed: 451 4.3.0 and
+// nothing else, whatever was found before the failure.
+func (res RouteResult) tempFail(a address.Address, err error) RouteResult {
+	res.Status = TempFail
+	res.Problem = err.Error()
+	res.Reply = tempFailReply("Recipient", a)
+	res.Destinations, res.Undeliverable = []Destination{}, []Destination{}
+	return res
+}
+
 // isLocalName reports whether domain is the server's own host name or
 // localhost, where postfix-aliases.cf and bare postfix-virtual.cf keys apply.
 func isLocalName(snap *directory.Snapshot, domain string) bool {
@@ -109,7 +128,7 @@ func isLocalName(snap *directory.Snapshot, domain string) bool {
 // resolver expands aliases. Route uses it with catch-alls; ownership
 // (MaySend rule b) without.
 type resolver struct {
-	snap     *directory.Snapshot
+	*lookup
 	catchAll bool
 	res      *RouteResult
 	path     []address.Address // addresses being expanded, for loop detection
@@ -123,14 +142,21 @@ type entry struct {
 	step    Step
 }
 
-// aliasEntry applies rule 1 (exact key; at the server's own names also bare
-// keys and postfix-aliases.cf) and rule 2 (regexp aliases) to a; key is
-// a.String().
-func aliasEntry(snap *directory.Snapshot, a address.Address, key string) (entry, bool) {
-	managed := snap.IsManaged(a.Domain)
+// aliasEntry applies rule 1 (exact key, in the snapshot and its External
+// source; at the server's own names also bare keys and postfix-aliases.cf)
+// and rule 2 (regexp aliases) to a; key is a.String().
+func (l *lookup) aliasEntry(a address.Address, key string) (entry, bool) {
+	snap := l.snap
+	managed := l.managed(a.Domain)
 	if managed {
-		if al, ok := snap.Aliases[conffile.KeyOf(a)]; ok {
-			return fromAlias(al, RuleAlias, key), true
+		k := conffile.KeyOf(a)
+		var e entry
+		al, found := snap.Aliases[k]
+		if found {
+			e = fromAlias(al, RuleAlias, key)
+		}
+		if e, found = withExt(e, found, l.extAliases(k), RuleAlias, key); found {
+			return e, true
 		}
 	}
 	if isLocalName(snap, a.Domain) {
@@ -196,7 +222,7 @@ func extend(chain []Step, s Step) []Step {
 // resolve applies SPEC §4 to a; self is true for a target equal to its own
 // key ("keep a copy": only the account rule applies).
 func (r *resolver) resolve(a address.Address, chain []Step, depth int, self bool) {
-	if r.problem != "" {
+	if r.problem != "" || r.err != nil {
 		return
 	}
 	r.count++
@@ -213,19 +239,21 @@ func (r *resolver) resolve(a address.Address, chain []Step, depth int, self bool
 		return
 	}
 	snap := r.snap
-	if !snap.IsManaged(a.Domain) && !isLocalName(snap, a.Domain) {
-		r.add(Destination{Kind: Forward, Address: a.String(), Chain: chain})
+	if !r.managed(a.Domain) && !isLocalName(snap, a.Domain) {
+		if r.err == nil {
+			r.add(Destination{Kind: Forward, Address: a.String(), Chain: chain})
+		}
 		return
 	}
 	if self {
-		if _, ok := snap.Accounts[a]; ok {
+		if _, ok := r.account(a); ok {
 			key := a.String()
 			r.mailbox(key, a, "", extend(chain, Step{Rule: RuleSelf, Key: key, Detail: "target equals its key: deliver to this mailbox too"}))
 			return
 		}
 		if base, delim, ext, ok := address.SplitExtension(a.Local, snap.Settings.RecipientDelimiter); ok {
 			b := address.Address{Local: base, Domain: a.Domain}
-			if _, ok := snap.Accounts[b]; ok {
+			if _, ok := r.account(b); ok {
 				r.mailbox(b.String(), b, delim+ext, extend(chain, Step{Rule: RuleSelf, Key: a.String(), Detail: "target equals its key: deliver to this mailbox too"}))
 				return
 			}
@@ -253,12 +281,20 @@ func (r *resolver) resolve(a address.Address, chain []Step, depth int, self bool
 		}
 	}
 	// Rule 5: catch-all.
-	if r.catchAll && snap.IsManaged(a.Domain) {
-		if al, ok := snap.Aliases[conffile.Key{Domain: a.Domain}]; ok {
-			e := fromAlias(al, RuleCatchAll, "@"+a.Domain)
+	if r.catchAll && r.managed(a.Domain) {
+		k := conffile.Key{Domain: a.Domain}
+		var e entry
+		al, found := snap.Aliases[k]
+		if found {
+			e = fromAlias(al, RuleCatchAll, "@"+a.Domain)
+		}
+		if e, found = withExt(e, found, r.extAliases(k), RuleCatchAll, "@"+a.Domain); found {
 			r.expand(a, e, "", "", chain, depth)
 			return
 		}
+	}
+	if r.err != nil {
+		return
 	}
 	// Built-in root and postmaster at the server's own names.
 	if isLocalName(snap, a.Domain) && (a.Local == "root" || a.Local == "postmaster") {
@@ -279,15 +315,15 @@ func (r *resolver) resolve(a address.Address, chain []Step, depth int, self bool
 // carrying delim+ext into the targets. It reports whether a rule applied.
 func (r *resolver) rules123(a, lookup address.Address, delim, ext string, chain []Step, depth int) bool {
 	key := lookup.String()
-	if e, ok := aliasEntry(r.snap, lookup, key); ok {
+	if e, ok := r.aliasEntry(lookup, key); ok {
 		r.expand(lookup, e, delim, ext, chain, depth)
 		return true
 	}
-	if acc, ok := r.snap.Accounts[lookup]; ok {
-		r.mailbox(key, lookup, joinExt(delim, ext), extend(chain, Step{Rule: RuleAccount, Key: key, Pos: posPtr(acc.Pos)}))
+	if pos, ok := r.account(lookup); ok {
+		r.mailbox(key, lookup, joinExt(delim, ext), extend(chain, Step{Rule: RuleAccount, Key: key, Pos: posPtr(pos)}))
 		return true
 	}
-	return false
+	return r.err != nil // a failed source ends the expansion
 }
 
 func joinExt(delim, ext string) string {
@@ -310,7 +346,7 @@ func (r *resolver) expand(key address.Address, e entry, delim, ext string, chain
 			t = t.WithExtension(delim, ext)
 		}
 		r.resolve(t, chain, depth+1, self)
-		if r.problem != "" {
+		if r.problem != "" || r.err != nil {
 			return
 		}
 	}

@@ -113,6 +113,12 @@ func CheckSubmission(snap *directory.Snapshot, login string, envelopeSender stri
 	}
 	for _, i := range order {
 		hd := decisions[i]
+		if hd.Decision.Rule == RuleTempFail {
+			// The directory could not be asked: try again later, never 5xx.
+			s.Allowed, s.Check, s.Field = false, CheckNotOwned, hd.Field
+			s.Reply = hd.Decision.Reply
+			return s
+		}
 		if !hd.Decision.Allowed {
 			return s.reject(CheckNotOwned, hd.Field, headerDenial(hd, loginName))
 		}

@@ -56,6 +56,11 @@ type Options struct {
 	Logger   *slog.Logger
 	// OnReload, when set, is called after every successful reload.
 	OnReload func(*directory.Snapshot)
+	// Unavailable, when set, makes a source that cannot be reached at
+	// start (a *directory.TempError: the database is down) not an error:
+	// the Watcher starts with the snapshot it returns, which answers
+	// temporary failures until a reload succeeds.
+	Unavailable func(cause error) (*directory.Snapshot, error)
 }
 
 // Watcher holds the snapshot in force and replaces it when the files change.
@@ -91,11 +96,45 @@ func New(dir string, load LoadFunc, opts Options) (*Watcher, error) {
 	w := &Watcher{dir: dir, load: load, opts: opts}
 	w.state = w.stat()
 	snap, err := load()
+	if err != nil && directory.IsTemp(err) && opts.Unavailable != nil {
+		opts.Logger.Error("directory source unavailable at start: answering temporary failures until it is back", "err", err)
+		snap, err = opts.Unavailable(err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	w.cur.Store(snap)
 	return w, nil
+}
+
+// Reload rebuilds the snapshot now, whether or not a file changed: the
+// database announced a change, or came back.
+func (w *Watcher) Reload() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.state = w.stat()
+	snap, err := w.load()
+	w.apply(snap, err)
+}
+
+// MarkUnavailable puts in force a copy of the current snapshot that answers
+// every question with a temporary failure (the database is down: what it
+// holds now is unknown). The next successful reload ends it.
+func (w *Watcher) MarkUnavailable(cause error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.markUnavailableLocked(cause)
+}
+
+func (w *Watcher) markUnavailableLocked(cause error) {
+	cur := w.cur.Load()
+	if cur.Unavailable != nil {
+		return
+	}
+	c := *cur
+	c.Unavailable = cause
+	w.cur.Store(&c)
+	w.opts.Logger.Error("directory source unavailable: answering temporary failures", "err", cause)
 }
 
 // Snapshot returns the snapshot in force.
@@ -136,10 +175,25 @@ func (w *Watcher) Check() bool {
 		return true
 	}
 	w.state = now
+	w.apply(snap, err)
+	return true
+}
+
+// apply puts a freshly loaded snapshot in force, or handles the failure: a
+// source that cannot be reached makes the snapshot unavailable; any other
+// error keeps the last good one.
+func (w *Watcher) apply(snap *directory.Snapshot, err error) {
 	if err != nil {
 		w.failed.Add(1)
+		if directory.IsTemp(err) {
+			w.markUnavailableLocked(err)
+			return
+		}
 		w.logFailure(err)
-		return true
+		return
+	}
+	if prev := w.cur.Load(); prev != nil && prev.Unavailable != nil {
+		w.opts.Logger.Info("directory source available again")
 	}
 	w.cur.Store(snap)
 	w.reloads.Add(1)
@@ -150,7 +204,6 @@ func (w *Watcher) Check() bool {
 	if w.opts.OnReload != nil {
 		w.opts.OnReload(snap)
 	}
-	return true
 }
 
 func (w *Watcher) logFailure(err error) {

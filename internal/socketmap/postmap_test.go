@@ -104,7 +104,11 @@ func TestPostmapClient(t *testing.T) {
 		}
 		// senders: the logins of Owners.
 		var logins []string
-		for _, o := range policy.Owners(snap, a) {
+		owners, err := policy.Owners(snap, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range owners {
 			logins = append(logins, o.Login)
 		}
 		got, found = postmapQuery(t, bin, conf, addr, "senders", key)

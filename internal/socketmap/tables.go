@@ -73,7 +73,17 @@ func parseAddress(key string) (address.Address, bool) {
 // lookupDomain: OK <canonical domain> for a managed domain.
 func lookupDomain(snap *directory.Snapshot, key string) string {
 	d, err := address.ParseDomain(key)
-	if err != nil || !snap.IsManaged(d) {
+	if err != nil {
+		return notFound
+	}
+	if err := snap.Available(); err != nil {
+		return temp(err)
+	}
+	managed, err := snap.LookupManaged(d)
+	if err != nil {
+		return temp(err)
+	}
+	if !managed {
 		return notFound
 	}
 	return "OK " + d
@@ -84,16 +94,34 @@ func lookupDomain(snap *directory.Snapshot, key string) string {
 // after alias expansion has carried an extension (user+tag@d).
 func lookupMailbox(snap *directory.Snapshot, key string) string {
 	a, ok := parseAddress(key)
-	if !ok || !snap.IsManaged(a.Domain) {
+	if !ok {
 		return notFound
 	}
-	if _, ok := snap.Accounts[a]; !ok {
+	if err := snap.Available(); err != nil {
+		return temp(err)
+	}
+	managed, err := snap.LookupManaged(a.Domain)
+	if err != nil {
+		return temp(err)
+	}
+	if !managed {
+		return notFound
+	}
+	_, ok, err = snap.LookupAccount(a)
+	if err != nil {
+		return temp(err)
+	}
+	if !ok {
 		base, _, _, split := address.SplitExtension(a.Local, snap.Settings.RecipientDelimiter)
 		if !split {
 			return notFound
 		}
 		a = address.Address{Local: base, Domain: a.Domain}
-		if _, ok := snap.Accounts[a]; !ok {
+		_, ok, err = snap.LookupAccount(a)
+		if err != nil {
+			return temp(err)
+		}
+		if !ok {
 			return notFound
 		}
 	}
@@ -171,7 +199,10 @@ func lookupSender(snap *directory.Snapshot, key string) string {
 	if !ok {
 		return notFound
 	}
-	owners := policy.Owners(snap, a)
+	owners, err := policy.Owners(snap, a)
+	if err != nil {
+		return temp(err)
+	}
 	seen := make(map[string]bool, len(owners))
 	logins := make([]string, 0, len(owners))
 	for _, o := range owners {
@@ -184,6 +215,11 @@ func lookupSender(snap *directory.Snapshot, key string) string {
 		return notFound
 	}
 	return "OK " + strings.Join(logins, ",")
+}
+
+// temp is the answer when the directory source cannot be asked.
+func temp(err error) string {
+	return "TEMP " + sanitize(err.Error())
 }
 
 func replyText(res policy.RouteResult) string {
