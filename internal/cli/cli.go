@@ -8,15 +8,19 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
 
 	"github.com/mailgate/mailgate/internal/directory"
+	"github.com/mailgate/mailgate/internal/ldapdir"
+	"github.com/mailgate/mailgate/internal/pgstore"
 	"github.com/mailgate/mailgate/internal/settings"
 )
 
@@ -63,6 +67,8 @@ type ctx struct {
 	flags   map[string]string
 	snap    *directory.Snapshot
 	setting *settings.Settings
+	store   *pgstore.Store // account_provisioner = postgres: opened on first use, closed by Main
+	closers []func() error // more sources to close at the end of the command
 }
 
 type globalOpts struct {
@@ -85,6 +91,10 @@ Global options:
   --data-dir DIR       data directory (default ./data, or $MAILGATE_DATA_DIR)
   --set NAME=VALUE     override a setting (highest precedence; repeatable)
   -h, --help           show this help
+
+The directory (accounts, aliases, grants, restrictions) is read from and
+written to the files of --config-dir, or to PostgreSQL when
+account_provisioner = postgres (database_url); see 'mailgate import --help'.
 
 Commands:
 `
@@ -117,7 +127,14 @@ func Main(args []string, env Env) int {
 		fmt.Fprintf(env.Stderr, "mailgate: %v\n", err)
 		return ExitUsage
 	}
-	return c.cmd.run(c)
+	code := c.cmd.run(c)
+	if c.store != nil {
+		c.store.Close()
+	}
+	for _, f := range c.closers {
+		f()
+	}
+	return code
 }
 
 func parse(args []string, env Env) (*ctx, error) {
@@ -350,8 +367,9 @@ func topUsage() string {
 	return b.String()
 }
 
-// load computes the settings and the directory snapshot. On failure it
-// prints the problems and returns false.
+// load computes the settings and the directory snapshot (from the files, or
+// from PostgreSQL when account_provisioner = postgres). On failure it prints
+// the problems and returns false.
 func (c *ctx) load() bool {
 	s, err := settings.Load(c.global.configDir, c.Getenv, c.global.set)
 	if err != nil {
@@ -359,7 +377,7 @@ func (c *ctx) load() bool {
 		return false
 	}
 	c.setting = s
-	snap, err := directory.Load(c.global.configDir, s)
+	snap, where, err := c.loadSnapshot(s)
 	if err != nil {
 		var le *directory.LoadError
 		if errors.As(err, &le) {
@@ -368,7 +386,7 @@ func (c *ctx) load() bool {
 					fmt.Fprintf(c.Stderr, "mailgate: %s\n", d.Error())
 				}
 			}
-			fmt.Fprintf(c.Stderr, "mailgate: the configuration in %s has errors; run 'mailgate config check'\n", c.global.configDir)
+			fmt.Fprintf(c.Stderr, "mailgate: the configuration in %s has errors; run 'mailgate config check'\n", where)
 			return false
 		}
 		fmt.Fprintf(c.Stderr, "mailgate: %v\n", err)
@@ -376,6 +394,39 @@ func (c *ctx) load() bool {
 	}
 	c.snap = snap
 	return true
+}
+
+// loadSnapshot builds the snapshot from the source that
+// account_provisioner names: the files; the files with LDAP asked per
+// lookup; or PostgreSQL. where names the source for messages.
+func (c *ctx) loadSnapshot(s *settings.Settings) (snap *directory.Snapshot, where string, err error) {
+	switch s.AccountProvisioner {
+	case "postgres":
+		store, err := c.openStore()
+		if err != nil {
+			return nil, "", err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		defer cancel()
+		snap, err = store.Load(ctx, s)
+		return snap, store.String(), err
+	case "ldap":
+		snap, err = directory.Load(c.global.configDir, s)
+		if err != nil {
+			return nil, c.global.configDir, err
+		}
+		log := slog.New(slog.NewTextHandler(c.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		src, err := ldapdir.New(s.LDAP, log)
+		if err != nil {
+			return nil, c.global.configDir, err
+		}
+		c.closers = append(c.closers, src.Close)
+		snap.Ext = src
+		return snap, c.global.configDir + " and " + s.LDAP.ServerHost, nil
+	default:
+		snap, err = directory.Load(c.global.configDir, s)
+		return snap, c.global.configDir, err
+	}
 }
 
 func (c *ctx) json() bool { return c.flags["json"] == "true" }

@@ -86,8 +86,15 @@ func runConfigCheck(c *ctx) int {
 	for _, n := range settings.Names {
 		out.Settings = append(out.Settings, settingJSON{n, vals[n], s.Origin[n]})
 	}
-	snap, err := directory.Load(c.global.configDir, s)
+	c.setting = s
+	snap, _, err := c.loadSnapshot(s)
 	var diags []conffile.Diag
+	if err == nil && snap.Ext != nil {
+		// An LDAP source is asked per lookup: check that it answers.
+		if _, err := snap.Ext.Domain(s.Hostname); err != nil {
+			out.Diagnostics = append(out.Diagnostics, diagJSON{File: s.LDAP.ServerHost, Severity: "error", Message: err.Error()})
+		}
+	}
 	if err != nil {
 		var le *directory.LoadError
 		if !errors.As(err, &le) {

@@ -192,7 +192,14 @@ func (c *ctx) edit(names []string, fn func(docs map[string]*confedit.Doc) ([]con
 }
 
 // editThen is edit, then runs after (if not nil) with the lock still held.
+// With account_provisioner = postgres, the edit is one transaction of the
+// database (pgstore.Store.Edit), and after runs once it is committed.
 func (c *ctx) editThen(names []string, fn func(docs map[string]*confedit.Doc) ([]confedit.Change, error), after func() error) int {
+	if pg, ok := c.usesPostgres(); !ok {
+		return ExitFail
+	} else if pg {
+		return c.editStore(names, fn, after)
+	}
 	unlock, err := confedit.Lock(c.global.configDir)
 	if err != nil {
 		return c.fail("%v", err)

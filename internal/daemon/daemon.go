@@ -28,6 +28,7 @@ import (
 	"github.com/mailgate/mailgate/internal/conffile"
 	"github.com/mailgate/mailgate/internal/delivery"
 	"github.com/mailgate/mailgate/internal/directory"
+	"github.com/mailgate/mailgate/internal/dirsource"
 	"github.com/mailgate/mailgate/internal/dovecotauth"
 	"github.com/mailgate/mailgate/internal/maildir"
 	"github.com/mailgate/mailgate/internal/milter"
@@ -79,13 +80,11 @@ func Run(ctx context.Context, o Options) error {
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 30 * time.Second
 	}
-	loadAll := func() (*directory.Snapshot, error) {
-		s, err := settings.Load(o.ConfigDir, o.Getenv, o.Set)
-		if err != nil {
-			return nil, err
-		}
-		return directory.Load(o.ConfigDir, s)
-	}
+	// The directory source named by account_provisioner (files, LDAP or
+	// PostgreSQL); the settings always come from the configuration directory.
+	src := dirsource.New(o.ConfigDir, o.Getenv, o.Set, log)
+	defer src.Close()
+	loadAll := func() (*directory.Snapshot, error) { return src.Load(ctx) }
 	// With the Postfix integration, virtual(8) reads the accounts from a
 	// table file kept current on every reload (postfixconf.VMailboxFile).
 	var onReload func(*directory.Snapshot)
@@ -96,7 +95,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}
 	}
-	w, err := reload.New(o.ConfigDir, loadAll, reload.Options{Logger: log, OnReload: onReload})
+	w, err := reload.New(o.ConfigDir, loadAll, reload.Options{Logger: log, OnReload: onReload, Unavailable: src.Unavailable})
 	if err != nil {
 		return describeLoadError(o.ConfigDir, err)
 	}
@@ -113,9 +112,10 @@ func Run(ctx context.Context, o Options) error {
 	for _, d := range snap.Diags {
 		log.Warn("configuration warning", "at", d.Pos.String(), "msg", d.Msg)
 	}
-	if st.AccountProvisioner != "file" {
-		return fmt.Errorf("account_provisioner %q is not supported by serve", st.AccountProvisioner)
-	}
+	// PostgreSQL: every committed change is announced (LISTEN/NOTIFY) and
+	// reloaded at once; an outage makes every answer a temporary failure
+	// until the database is back.
+	go src.Watch(ctx, w.Reload, w.MarkUnavailable)
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}

@@ -176,10 +176,10 @@ func TestExternalRoute(t *testing.T) {
 	files := map[string]string{conffile.VirtualFile: "team@localhost.localdomain postmaster@localhost.localdomain\n"}
 	snap := ldapSnap(t, files, dmsLDAP())
 	for rcpt, want := range map[string]string{
-		"postmaster@localhost.localdomain":     "some.user@localhost.localdomain",
-		"employees@localhost.localdomain":      "some.user@localhost.localdomain",
-		"some.user+x@localhost.localdomain":    "some.user@localhost.localdomain",
-		"team@localhost.localdomain":           "some.user@localhost.localdomain", // file alias → LDAP alias
+		"postmaster@localhost.localdomain":      "some.user@localhost.localdomain",
+		"employees@localhost.localdomain":       "some.user@localhost.localdomain",
+		"some.user+x@localhost.localdomain":     "some.user@localhost.localdomain",
+		"team@localhost.localdomain":            "some.user@localhost.localdomain", // file alias → LDAP alias
 		"some.user.email@localhost.localdomain": "some.user.email@localhost.localdomain",
 	} {
 		res := Route(snap, rcpt)

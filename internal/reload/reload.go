@@ -143,7 +143,8 @@ func (w *Watcher) Snapshot() *directory.Snapshot { return w.cur.Load() }
 // Stats returns the number of successful and of failed reloads so far.
 func (w *Watcher) Stats() (reloads, failed int64) { return w.reloads.Load(), w.failed.Load() }
 
-// Run polls until ctx is canceled.
+// Run polls until ctx is canceled. While the snapshot is unavailable (its
+// source is down) every poll is a reload attempt.
 func (w *Watcher) Run(ctx context.Context) {
 	t := time.NewTicker(w.opts.Interval)
 	defer t.Stop()
@@ -152,6 +153,13 @@ func (w *Watcher) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if w.cur.Load().Unavailable != nil {
+				// The source is down: try it again at every tick, so
+				// that service resumes even when the notice that it
+				// is back came before it could answer.
+				w.Reload()
+				continue
+			}
 			w.Check()
 		}
 	}

@@ -3,10 +3,12 @@ package reload
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,5 +114,67 @@ func TestBrokenAtStart(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "postfix-virtual.cf"), []byte("bad@@ x\n"), 0o644)
 	if _, err := New(dir, loader(dir), Options{}); err == nil {
 		t.Fatal("New accepted a broken configuration")
+	}
+}
+
+// A source that is down makes the snapshot unavailable (temporary failures),
+// at start too; Run retries it at every tick and puts the fresh snapshot in
+// force as soon as it answers. Any other error keeps the last good snapshot.
+func TestUnavailableSource(t *testing.T) {
+	dir := t.TempDir()
+	var down atomic.Bool
+	down.Store(true)
+	good := loader(dir)
+	load := func() (*directory.Snapshot, error) {
+		if down.Load() {
+			return nil, &directory.TempError{Source: "test", Err: errors.New("connection refused")}
+		}
+		return good()
+	}
+	unavailable := func(cause error) (*directory.Snapshot, error) {
+		snap, err := good()
+		if err == nil {
+			snap.Unavailable = cause
+		}
+		return snap, err
+	}
+	if _, err := New(dir, load, Options{}); !directory.IsTemp(err) {
+		t.Fatalf("without Unavailable, a source down at start is an error: %v", err)
+	}
+	w, err := New(dir, load, Options{Interval: 10 * time.Millisecond, Unavailable: unavailable,
+		Logger: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Snapshot().Available() == nil {
+		t.Fatal("the snapshot of a source down at start must be unavailable")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.Run(ctx)
+	time.Sleep(50 * time.Millisecond)
+	if w.Snapshot().Available() == nil {
+		t.Fatal("available while the source is down")
+	}
+	down.Store(false)
+	waitFor(t, func() bool { return w.Snapshot().Available() == nil })
+
+	down.Store(true)
+	w.MarkUnavailable(errors.New("lost"))
+	if w.Snapshot().Available() == nil {
+		t.Fatal("MarkUnavailable had no effect")
+	}
+	down.Store(false)
+	waitFor(t, func() bool { return w.Snapshot().Available() == nil })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -60,10 +60,16 @@ func startServe(t *testing.T, cfg, data string, ports map[string]string, extra .
 	}
 	args := []string{"--config-dir", cfg, "--data-dir", data, "--set", "hostname=mail.example.test"}
 	// "--set NAME=VALUE" pairs are global options: they go before "serve".
-	var rest []string
+	// "--env NAME=VALUE" pairs go to the server's environment.
+	var rest, env []string
 	for i := 0; i < len(extra); i++ {
 		if extra[i] == "--set" && i+1 < len(extra) {
 			args = append(args, extra[i], extra[i+1])
+			i++
+			continue
+		}
+		if extra[i] == "--env" && i+1 < len(extra) {
+			env = append(env, extra[i+1])
 			i++
 			continue
 		}
@@ -72,7 +78,7 @@ func startServe(t *testing.T, cfg, data string, ports map[string]string, extra .
 	args = append(args, "serve", "--smtp", addr("smtp"), "--submission", addr("submission"), "--submissions", addr("submissions"))
 	args = append(args, rest...)
 	cmd := exec.Command(binary, args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	cmd.Stdout = pw
