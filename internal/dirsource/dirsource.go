@@ -197,3 +197,8 @@ func (s *Source) Watch(ctx context.Context, changed func(), down func(error)) {
 		return
 	}
 }
+
+// settings loads the effective settings.
+func (s *Source) settings() (*settings.Settings, error) {
+	return settings.Load(s.dir, s.env, s.flags)
+}

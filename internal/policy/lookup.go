@@ -14,8 +14,9 @@ import (
 // answers "no", and the caller turns err into a temporary failure instead of
 // a verdict. Without an External source nothing can fail.
 type lookup struct {
-	snap *directory.Snapshot
-	err  error
+	snap    *directory.Snapshot
+	err     error
+	managed map[string]bool // the External source's answers within one decision
 }
 
 func (l *lookup) failed(err error) bool {
@@ -25,13 +26,25 @@ func (l *lookup) failed(err error) bool {
 	return l.err != nil
 }
 
-// managed reports whether a canonical domain is managed (SPEC §3).
-func (l *lookup) managed(domain string) bool {
+// isManaged reports whether a canonical domain is managed (SPEC §3). One
+// decision asks about the same domain several times: the External source's
+// answer is asked once.
+func (l *lookup) isManaged(domain string) bool {
 	if l.snap.Ext == nil {
 		return l.snap.IsManaged(domain)
 	}
+	if ok, seen := l.managed[domain]; seen {
+		return ok
+	}
 	ok, err := l.snap.LookupManaged(domain)
-	return !l.failed(err) && ok
+	if l.failed(err) {
+		return false
+	}
+	if l.managed == nil {
+		l.managed = make(map[string]bool, 2)
+	}
+	l.managed[domain] = ok
+	return ok
 }
 
 // account reports whether a is an account, with its provenance.

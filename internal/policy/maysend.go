@@ -246,7 +246,7 @@ func (o *ownerSet) collect(s address.Address, chain []Step) {
 	}
 	// b. Only in managed domains: the local aliases of the server's own
 	// names (postfix-aliases.cf, bare keys) route mail but grant no sending.
-	if e, ok := o.aliasEntry(s, key); ok && o.managed(s.Domain) {
+	if e, ok := o.aliasEntry(s, key); ok && o.isManaged(s.Domain) {
 		hasEntry = true
 		res := RouteResult{}
 		r := resolver{lookup: &o.lookup, catchAll: false, res: &res, path: []address.Address{s}}

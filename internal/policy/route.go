@@ -82,7 +82,7 @@ func RouteAddress(snap *directory.Snapshot, a address.Address) RouteResult {
 		return res
 	}
 	lk := &lookup{snap: snap}
-	if !lk.managed(a.Domain) && !isLocalName(snap, a.Domain) {
+	if !lk.isManaged(a.Domain) && !isLocalName(snap, a.Domain) {
 		if lk.err != nil {
 			return res.tempFail(a, lk.err)
 		}
@@ -147,7 +147,7 @@ type entry struct {
 // and rule 2 (regexp aliases) to a; key is a.String().
 func (l *lookup) aliasEntry(a address.Address, key string) (entry, bool) {
 	snap := l.snap
-	managed := l.managed(a.Domain)
+	managed := l.isManaged(a.Domain)
 	if managed {
 		k := conffile.KeyOf(a)
 		var e entry
@@ -239,7 +239,7 @@ func (r *resolver) resolve(a address.Address, chain []Step, depth int, self bool
 		return
 	}
 	snap := r.snap
-	if !r.managed(a.Domain) && !isLocalName(snap, a.Domain) {
+	if !r.isManaged(a.Domain) && !isLocalName(snap, a.Domain) {
 		if r.err == nil {
 			r.add(Destination{Kind: Forward, Address: a.String(), Chain: chain})
 		}
@@ -281,7 +281,7 @@ func (r *resolver) resolve(a address.Address, chain []Step, depth int, self bool
 		}
 	}
 	// Rule 5: catch-all.
-	if r.catchAll && r.managed(a.Domain) {
+	if r.catchAll && r.isManaged(a.Domain) {
 		k := conffile.Key{Domain: a.Domain}
 		var e entry
 		al, found := snap.Aliases[k]
