@@ -295,12 +295,33 @@ func (c *ctx) checkedPassword(p string) (string, bool) {
 	return p, true
 }
 
+// accountsInLDAP refuses, with a message, the account commands when the
+// accounts live in LDAP (account_provisioner = ldap): mailgate does not write
+// the LDAP directory, and postfix-accounts.cf is ignored then.
+func (c *ctx) accountsInLDAP() bool {
+	s, ok := c.storeSettings()
+	if !ok {
+		return true
+	}
+	if s.AccountProvisioner == "ldap" {
+		c.fail("the accounts are in LDAP (account_provisioner = ldap, %s): manage them there", s.LDAP.ServerHost)
+		return true
+	}
+	return false
+}
+
 func runEmailAdd(c *ctx) int {
+	if c.accountsInLDAP() {
+		return ExitFail
+	}
 	a, ok := c.accountArg(c.args[0])
 	return c.setPassword(a, ok, confedit.AddAccount)
 }
 
 func runEmailUpdate(c *ctx) int {
+	if c.accountsInLDAP() {
+		return ExitFail
+	}
 	a, ok := c.addrArg("ADDRESS", c.args[0])
 	return c.setPassword(a, ok, confedit.UpdateAccount)
 }
@@ -325,6 +346,9 @@ func (c *ctx) setPassword(a address.Address, ok bool, op func(*confedit.Doc, add
 }
 
 func runEmailDel(c *ctx) int {
+	if c.accountsInLDAP() {
+		return ExitFail
+	}
 	var addrs []address.Address
 	var dirs []string
 	seen := map[address.Address]bool{}
@@ -399,7 +423,7 @@ func mailboxDir(dataDir string, a address.Address) (string, error) {
 }
 
 func runEmailList(c *ctx) int {
-	if !c.load() {
+	if c.accountsInLDAP() || !c.load() {
 		return ExitFail
 	}
 	type row struct {

@@ -89,6 +89,9 @@ func TestLDAPServe(t *testing.T) {
 	if r := run(t, cfg, env, "check", "route", "employees"+d); r.code != 0 || !strings.Contains(r.stdout, "mailbox some.user"+d) {
 		t.Errorf("check route with LDAP: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	if r := run(t, cfg, env, "email", "add", "new@localhost.localdomain", "pw123456"); r.code != 1 || !strings.Contains(r.stderr, "the accounts are in LDAP") {
+		t.Errorf("email add with LDAP must refuse: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	if r := run(t, cfg, env, "config", "check"); r.code != 0 {
 		t.Errorf("config check with LDAP: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
