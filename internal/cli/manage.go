@@ -226,6 +226,12 @@ func (c *ctx) editThen(names []string, fn func(docs map[string]*confedit.Doc) ([
 			return c.fail("%v", err)
 		}
 	}
+	return c.finishEdit(changes, after)
+}
+
+// finishEdit reports the changes of a saved (or committed) edit, then runs
+// after, if any.
+func (c *ctx) finishEdit(changes []confedit.Change, after func() error) int {
 	for _, ch := range changes {
 		fmt.Fprintln(c.Stdout, ch)
 	}

@@ -114,15 +114,7 @@ func (c *ctx) editStore(names []string, fn func(docs map[string]*confedit.Doc) (
 	if err != nil {
 		return c.fail("%v", err)
 	}
-	for _, ch := range changes {
-		fmt.Fprintln(c.Stdout, ch)
-	}
-	if after != nil {
-		if err := after(); err != nil {
-			return c.fail("%v", err)
-		}
-	}
-	return ExitOK
+	return c.finishEdit(changes, after)
 }
 
 // printSummary prints what import or export did: head, then the counts.

@@ -270,17 +270,7 @@ func TestImportMatchesFiles(t *testing.T) {
 	if counts["accounts"] != 4 || counts["aliases"] != 7 || counts["regexp_aliases"] != 3 || counts["send_as"] != 2 || counts["send_restrictions"] != 0 {
 		t.Errorf("import counts: %v", counts)
 	}
-	want, err := directory.Load(fixture, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.Load(context.Background(), st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if content(want) != content(got) {
-		t.Errorf("directory differs:\nfiles:\n%s\npostgres:\n%s", content(want), content(got))
-	}
+	want, got := sameDirectory(t, s, fixture, st)
 	sameDecisions(t, want, got)
 	// Provenance names rows.
 	d := policy.MaySend(got, "user1@localhost.localdomain", "alias1@localhost.localdomain")
@@ -357,17 +347,7 @@ func TestImportMerge(t *testing.T) {
 			t.Errorf("%s: %q, %v; want %q", n, got, err, want)
 		}
 	}
-	want, err := directory.Load(dir, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.Load(context.Background(), st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if content(want) != content(got) {
-		t.Errorf("directory differs:\nfiles:\n%s\npostgres:\n%s", content(want), content(got))
-	}
+	sameDirectory(t, s, dir, st)
 }
 
 func TestExportRoundTrip(t *testing.T) {
@@ -720,4 +700,22 @@ func TestEditSerialized(t *testing.T) {
 	if al := snap.Aliases[key("many@localhost.localdomain")]; al == nil || len(al.Targets) != 20 {
 		t.Errorf("concurrent alias adds: %+v", al)
 	}
+}
+
+// sameDirectory loads dir and the database and checks that they hold the
+// same directory; it returns both snapshots.
+func sameDirectory(t *testing.T, s *Store, dir string, st *settings.Settings) (want, got *directory.Snapshot) {
+	t.Helper()
+	want, err := directory.Load(dir, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.Load(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if content(want) != content(got) {
+		t.Errorf("directory differs:\nfiles:\n%s\npostgres:\n%s", content(want), content(got))
+	}
+	return want, got
 }
