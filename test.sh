@@ -42,7 +42,8 @@ command -v doveadm >/dev/null 2>&1 || need_pkgs+=(dovecot-core)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_pkgs+=(postgresql)
 fi
-if ! { command -v postconf >/dev/null 2>&1 && postconf -m 2>/dev/null | grep -qx pcre; }; then
+# (postconf -m needs a main.cf, which a "No configuration" Postfix lacks: ask dpkg.)
+if ! dpkg -s postfix-pcre >/dev/null 2>&1; then
   need_pkgs+=(postfix-pcre)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ] && [ "${SKIP_INSTALL:-}" != 1 ]; then

@@ -397,7 +397,10 @@ func TestRunFailures(t *testing.T) {
 	var stdout bytes.Buffer
 	code := run(append(base, "--to", "reject@x.example", "--reuse"), &stdout, io.Discard)
 	kv := lastLine(t, stdout.String())
-	if code != 1 || kv["fail"] != "6" || kv["ok"] != "0" || kv["conns"] != "2" {
+	// At most one connection per session (2): a 5xx must not cost a
+	// connection. One session may take every message before the other one
+	// has connected (a loaded machine), so 1 is fine too.
+	if code != 1 || kv["fail"] != "6" || kv["ok"] != "0" || (kv["conns"] != "1" && kv["conns"] != "2") {
 		t.Errorf("rejected RCPT: exit %d, %v (a 5xx must keep the connection)", code, kv)
 	}
 	if !strings.Contains(stdout.String(), "error[1]: (x6) RCPT: SMTP error 550: no such user") {
