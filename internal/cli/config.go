@@ -89,10 +89,12 @@ func runConfigCheck(c *ctx) int {
 	c.setting = s
 	snap, _, err := c.loadSnapshot(s)
 	var diags []conffile.Diag
+	extDown := false
 	if err == nil && snap.Ext != nil {
 		// An LDAP source is asked per lookup: check that it answers.
-		if _, err := snap.Ext.Domain(s.Hostname); err != nil {
-			out.Diagnostics = append(out.Diagnostics, diagJSON{File: s.LDAP.ServerHost, Severity: "error", Message: err.Error()})
+		if _, perr := snap.Ext.Domain(s.Hostname); perr != nil {
+			extDown = true
+			out.Diagnostics = append(out.Diagnostics, diagJSON{File: s.LDAP.ServerHost, Severity: "error", Message: perr.Error()})
 		}
 	}
 	if err != nil {
@@ -103,7 +105,11 @@ func runConfigCheck(c *ctx) int {
 		}
 		diags = le.Diags
 	} else {
-		diags = append(snap.Diags, policy.Analyze(snap)...)
+		diags = snap.Diags
+		if !extDown {
+			// (With LDAP down every alias would look broken.)
+			diags = append(diags, policy.Analyze(snap)...)
+		}
 		out.Counts = map[string]int{
 			"accounts": len(snap.Accounts), "aliases": len(snap.Aliases),
 			"send_as": len(snap.SendAs), "domains": len(snap.Domains),

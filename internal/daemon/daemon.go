@@ -84,12 +84,17 @@ func Run(ctx context.Context, o Options) error {
 	// PostgreSQL); the settings always come from the configuration directory.
 	src := dirsource.New(o.ConfigDir, o.Getenv, o.Set, log)
 	defer src.Close()
-	loadAll := func() (*directory.Snapshot, error) { return src.Load(ctx) }
+	// Loads are bounded by the source, not by ctx: transactions finishing
+	// after the signal still get reloads.
+	loadAll := func() (*directory.Snapshot, error) { return src.Load(context.Background()) }
 	// With the Postfix integration, virtual(8) reads the accounts from a
 	// table file kept current on every reload (postfixconf.VMailboxFile).
 	var onReload func(*directory.Snapshot)
 	if o.Socketmap != "" {
 		onReload = func(snap *directory.Snapshot) {
+			if snap.Available() != nil {
+				return // never replace the table with an empty one
+			}
 			if err := postfixconf.WriteVMailbox(o.DataDir, snap); err != nil {
 				log.Error("cannot update the Postfix mailbox table", "err", err)
 			}
@@ -103,8 +108,11 @@ func Run(ctx context.Context, o Options) error {
 		if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
-		if err := postfixconf.WriteVMailbox(o.DataDir, w.Snapshot()); err != nil {
-			return err
+		// A database down at start: keep the table of the last run.
+		if snap := w.Snapshot(); snap.Available() == nil {
+			if err := postfixconf.WriteVMailbox(o.DataDir, snap); err != nil {
+				return err
+			}
 		}
 	}
 	snap := w.Snapshot()
@@ -112,10 +120,6 @@ func Run(ctx context.Context, o Options) error {
 	for _, d := range snap.Diags {
 		log.Warn("configuration warning", "at", d.Pos.String(), "msg", d.Msg)
 	}
-	// PostgreSQL: every committed change is announced (LISTEN/NOTIFY) and
-	// reloaded at once; an outage makes every answer a temporary failure
-	// until the database is back.
-	go src.Watch(ctx, w.Reload, w.MarkUnavailable)
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -254,8 +258,12 @@ func Run(ctx context.Context, o Options) error {
 
 	runCtx, stopRun := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
-	bg.Add(2)
+	bg.Add(3)
 	go func() { defer bg.Done(); w.Run(runCtx) }()
+	// PostgreSQL: every committed change is announced (LISTEN/NOTIFY) and
+	// reloaded at once; an outage makes every answer a temporary failure
+	// until the database is back.
+	go func() { defer bg.Done(); src.Watch(runCtx, w.Reload, w.MarkUnavailable) }()
 	go func() {
 		defer bg.Done()
 		if err := q.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, queue.ErrClosed) {

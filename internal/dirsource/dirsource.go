@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailgate/mailgate/internal/directory"
@@ -38,8 +39,17 @@ type Source struct {
 	mu      sync.Mutex
 	ldap    *ldapdir.Source
 	ldapCfg settings.LDAP
+	retired []*ldapdir.Source // replaced LDAP sources, closed later
 	pg      *pgstore.Store
 	pgURL   string
+
+	// Set by Watch (mailgate serve): the source it follows, fixed until a
+	// restart, and whether its LISTEN connection is up. A reload is refused
+	// while it is not: a node that cannot hear changes must not answer from
+	// a directory that may be stale.
+	watching  bool
+	fixedURL  string
+	listening atomic.Bool
 }
 
 // New returns a Source for a configuration directory, with the environment
@@ -51,8 +61,15 @@ func New(configDir string, env settings.Env, flags map[string]string, log *slog.
 	return &Source{dir: configDir, env: env, flags: flags, log: log}
 }
 
-// loadTimeout bounds one load from PostgreSQL.
-const loadTimeout = 30 * time.Second
+// loadTimeout bounds one load from PostgreSQL. A load runs on the goroutine
+// that also watches the LISTEN connection: a server that stops answering in
+// the middle of a load is noticed after this long at most.
+const loadTimeout = 10 * time.Second
+
+// retireAfter is how long a replaced LDAP source stays open for the
+// snapshots that still use it (a transaction keeps the snapshot it began
+// with); far longer than any SMTP transaction can take.
+const retireAfter = time.Hour
 
 // Load reads the settings and builds a snapshot from the source they name.
 // A source that cannot be reached gives an error wrapping a
@@ -75,6 +92,9 @@ func (s *Source) Load(ctx context.Context) (*directory.Snapshot, error) {
 		snap.Ext = src
 		return snap, nil
 	case "postgres":
+		if err := s.checkWatched(st); err != nil {
+			return nil, err
+		}
 		store, err := s.store(ctx, st.DatabaseURL)
 		if err != nil {
 			return nil, err
@@ -115,7 +135,8 @@ func (s *Source) ldapSource(cfg settings.LDAP) (*ldapdir.Source, error) {
 	}
 	if old := s.ldap; old != nil {
 		// Snapshots in use may still ask the old pool for a while.
-		time.AfterFunc(time.Minute, func() { old.Close() })
+		s.retired = append(s.retired, old)
+		time.AfterFunc(retireAfter, func() { old.Close() })
 	}
 	s.ldap, s.ldapCfg = src, cfg
 	return src, nil
@@ -159,43 +180,71 @@ func (s *Source) Close() {
 		s.ldap.Close()
 		s.ldap = nil
 	}
+	for _, old := range s.retired {
+		old.Close() // closing twice is harmless
+	}
+	s.retired = nil
 	if s.pg != nil {
 		s.pg.Close()
 		s.pg = nil
 	}
 }
 
+// checkWatched refuses a load while Watch follows the database and cannot
+// hear its changes, and a change of the database under a running Watch.
+func (s *Source) checkWatched(st *settings.Settings) error {
+	s.mu.Lock()
+	watching, fixed := s.watching, s.fixedURL
+	s.mu.Unlock()
+	if !watching {
+		return nil
+	}
+	if st.DatabaseURL != fixed {
+		return errors.New("database_url changed: restart mailgate serve to use the new database (the running one keeps following the old one)")
+	}
+	if !s.listening.Load() {
+		return &directory.TempError{Source: "postgres", Err: errors.New("not listening for changes (LISTEN connection lost)")}
+	}
+	return nil
+}
+
 // Watch follows the PostgreSQL source until ctx ends: changed is called for
-// every committed change (LISTEN/NOTIFY) and when the database is back after
-// an outage, down when it is lost. For the other sources it returns at once
-// (the files are polled by package reload; LDAP is asked per lookup).
+// every committed change (LISTEN/NOTIFY) and whenever the LISTEN connection
+// is (re-)established, since changes may have been missed; down when it is
+// lost. Until the LISTEN connection is up, Load refuses with a TempError.
+// The database and the provisioner are those of the settings when Watch
+// starts: changing them needs a restart. For the other sources it returns at
+// once (the files are polled by package reload; LDAP is asked per lookup).
 func (s *Source) Watch(ctx context.Context, changed func(), down func(error)) {
 	st, err := settings.Load(s.dir, s.env, s.flags)
 	if err != nil || st.AccountProvisioner != "postgres" {
 		return
 	}
-	for ctx.Err() == nil {
-		store, err := s.store(ctx, st.DatabaseURL)
-		if err != nil {
+	s.mu.Lock()
+	s.watching, s.fixedURL = true, st.DatabaseURL
+	s.mu.Unlock()
+	var store *pgstore.Store
+	for store == nil {
+		if store, err = s.store(ctx, st.DatabaseURL); err != nil {
 			down(err)
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(500 * time.Millisecond):
 			}
-			continue
 		}
-		changed() // the store was just opened: load what it holds now
-		store.Watch(ctx, func(ev pgstore.Event) {
-			switch ev.Kind {
-			case pgstore.Down:
-				down(&directory.TempError{Source: "postgres", Err: ev.Err})
-			default: // Changed, Up
-				changed()
-			}
-		})
-		return
 	}
+	// The store reports Up at its first LISTEN: that load comes then.
+	store.Watch(ctx, func(ev pgstore.Event) {
+		switch ev.Kind {
+		case pgstore.Down:
+			s.listening.Store(false)
+			down(&directory.TempError{Source: "postgres", Err: ev.Err})
+		default: // Changed, Up
+			s.listening.Store(true)
+			changed()
+		}
+	})
 }
 
 // settings loads the effective settings.

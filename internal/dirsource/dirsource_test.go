@@ -3,6 +3,7 @@ package dirsource
 import (
 	"context"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -142,5 +143,32 @@ func TestPostgresWatch(t *testing.T) {
 	snap, err := src.Load(ctx)
 	if err != nil || len(snap.Accounts) != 1 {
 		t.Fatalf("after the import: %v accounts, %v", len(snap.Accounts), err)
+	}
+}
+
+// While Watch follows the database, a load is refused when the LISTEN
+// connection is down (the node could not hear changes), and a changed
+// database_url is refused for good (it needs a restart).
+func TestPostgresLoadNeedsListening(t *testing.T) {
+	url := pgtest.DB(t)
+	set := map[string]string{"account_provisioner": "postgres", "database_url": url}
+	src := New(testDir(t), noEnv, set, nil)
+	defer src.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changed := make(chan struct{}, 16)
+	go src.Watch(ctx, func() { changed <- struct{}{} }, func(error) {})
+	<-changed
+	if _, err := src.Load(ctx); err != nil {
+		t.Fatalf("listening: %v", err)
+	}
+	src.listening.Store(false) // as after a Down
+	if _, err := src.Load(ctx); !directory.IsTemp(err) {
+		t.Errorf("not listening: %v, want a TempError", err)
+	}
+	src.listening.Store(true)
+	set["database_url"] = url + "&application_name=other"
+	if _, err := src.Load(ctx); err == nil || directory.IsTemp(err) || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("changed database_url: %v, want a permanent error asking for a restart", err)
 	}
 }

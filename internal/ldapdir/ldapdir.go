@@ -410,7 +410,18 @@ func (s *Source) findLogin(login string) (*ldap.Entry, address.Address, error) {
 		s.log.Warn("ldap: the login's entry has no mail attribute", "login", login, "dn", e.DN)
 		return nil, address.Address{}, nil
 	}
-	a, err := address.Parse(vals[0], addrOpts)
+	// LDAP does not order values: an address login names its own value
+	// among several; a uid login takes the first.
+	v := vals[0]
+	if la, err := address.Parse(login, addrOpts); err == nil {
+		for _, x := range vals {
+			if xa, err := address.Parse(x, addrOpts); err == nil && xa == la {
+				v = x
+				break
+			}
+		}
+	}
+	a, err := address.Parse(v, addrOpts)
 	if err != nil {
 		s.log.Warn("ldap: the login's entry has an invalid mail value", "login", login, "dn", e.DN, "err", err)
 		return nil, address.Address{}, nil

@@ -719,3 +719,47 @@ func sameDirectory(t *testing.T, s *Store, dir string, st *settings.Settings) (w
 	}
 	return want, got
 }
+
+// A row written by hand in SQL that is not one line of its file (a line
+// break, a leading blank or '#') is refused with its table and id: it would
+// shift or hide the lines after it. It is not a temporary failure: a node
+// keeps its last good directory.
+func TestLoadRefusesRowsThatAreNotLines(t *testing.T) {
+	t.Parallel()
+	s, _ := imported(t)
+	ctx := context.Background()
+	for _, sql := range []string{
+		`INSERT INTO aliases (alias_key, targets) VALUES ('x@localhost.localdomain', ARRAY[E'a@b.example\nuser1@localhost.localdomain'])`,
+		`INSERT INTO regexp_aliases (rule) VALUES (' /^x/ user1@localhost.localdomain')`,
+		`INSERT INTO regexp_aliases (rule) VALUES ('# /^x/ user1@localhost.localdomain')`,
+	} {
+		tx, err := s.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+		var id int64
+		table := "aliases"
+		if strings.Contains(sql, "regexp") {
+			table = "regexp_aliases"
+		}
+		if err := tx.QueryRow(ctx, "SELECT max(id) FROM "+table).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Load(ctx, testSettings(t))
+		if want := fmt.Sprintf("postgres:%s:%d", table, id); err == nil || !strings.Contains(err.Error(), want) || directory.IsTemp(err) {
+			t.Errorf("%s: Load error %v, want a permanent error naming %s", sql, err, want)
+		}
+		if _, err := s.pool.Exec(ctx, "DELETE FROM "+table+" WHERE id = $1", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Load(ctx, testSettings(t)); err != nil {
+		t.Errorf("after removing the rows: %v", err)
+	}
+}

@@ -173,14 +173,29 @@ func (t *table) read(ctx context.Context, tx pgx.Tx, fn func(*row)) error {
 func (t *table) render(ctx context.Context, tx pgx.Tx, keep func(*row)) (directory.Rendered, error) {
 	var b strings.Builder
 	var origins []conffile.Pos
+	var bad error
 	err := t.read(ctx, tx, func(r *row) {
+		start := b.Len()
 		t.appendLine(&b, r)
+		// A row written by hand in SQL must still be one line of its
+		// file: a line break would shift every later row's position, a
+		// leading blank would continue the line before, a '#' hide it.
+		if line := b.String()[start:]; bad == nil {
+			if strings.ContainsAny(line, "\r\n") {
+				bad = fmt.Errorf("%s: the row holds a line break", t.origin(r.id))
+			} else if line == "" || strings.IndexByte(" \t#", line[0]) >= 0 {
+				bad = fmt.Errorf("%s: the row renders as %q, which is not a line of %s (blank, comment or continuation)", t.origin(r.id), line, t.file)
+			}
+		}
 		b.WriteByte('\n')
 		origins = append(origins, t.origin(r.id))
 		if keep != nil {
 			keep(r)
 		}
 	})
+	if err == nil {
+		err = bad
+	}
 	return directory.Rendered{Text: b.String(), Origins: origins}, err
 }
 

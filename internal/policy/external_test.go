@@ -17,6 +17,7 @@ type fakeExt struct {
 	accounts map[string]string   // mail → uid
 	aliases  map[string][]string // mailAlias / mailGroupMember → mail
 	senders  []string            // owners of every address (a senders filter ending in (userID=…))
+	logins   map[string]string   // more logins → addresses (found by the login filter only)
 	down     bool
 }
 
@@ -83,6 +84,10 @@ func (f *fakeExt) Login(login string) (address.Address, conffile.Pos, bool, erro
 			a, _ := address.Parse(m, address.Options{})
 			return a, f.pos(m), true, nil
 		}
+	}
+	if m, ok := f.logins[login]; ok {
+		a, _ := address.Parse(m, address.Options{})
+		return a, conffile.Pos{File: "ldap uid=" + login}, true, nil
 	}
 	return address.Address{}, conffile.Pos{}, false, nil
 }
@@ -233,4 +238,15 @@ func TestExternalDown(t *testing.T) {
 	check("unavailable Route", Route(&c, "user1@localhost.localdomain").Reply)
 	d = MaySend(&c, "user1@localhost.localdomain", "user1@localhost.localdomain")
 	check("unavailable MaySend", &d.Reply)
+}
+
+// A login that the login filter finds but the user filter does not is no
+// account: it owns nothing, not even its own address.
+func TestExternalLoginMustBeAccount(t *testing.T) {
+	ext := dmsLDAP()
+	ext.logins = map[string]string{"disabled.user": "disabled@localhost.localdomain"}
+	d := MaySend(ldapSnap(t, nil, ext), "disabled.user", "disabled@localhost.localdomain")
+	if d.Allowed || d.Reply.Code != 535 || d.Rule != RuleUnknownLogin {
+		t.Errorf("login outside the user filter: %+v", d)
+	}
 }

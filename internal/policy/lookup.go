@@ -33,6 +33,9 @@ func (l *lookup) isManaged(domain string) bool {
 	if l.snap.Ext == nil {
 		return l.snap.IsManaged(domain)
 	}
+	if l.err != nil {
+		return false
+	}
 	if ok, seen := l.managed[domain]; seen {
 		return ok
 	}
@@ -55,6 +58,9 @@ func (l *lookup) account(a address.Address) (conffile.Pos, bool) {
 			return conffile.Pos{}, false
 		}
 		return acc.Pos, true
+	}
+	if l.err != nil {
+		return conffile.Pos{}, false
 	}
 	pos, ok, err := l.snap.LookupAccount(a)
 	return pos, !l.failed(err) && ok

@@ -65,6 +65,14 @@ func maySend(snap *directory.Snapshot, login, sender string, fast bool) Decision
 		if !ok {
 			return d.deny(RuleUnknownLogin, Reply{535, "5.7.8", fmt.Sprintf("login %s is not an account", named)}, "")
 		}
+		// The login filter found an entry: it must be an account for the
+		// user filter too (the same rule as Route's), or it owns nothing.
+		if _, isAccount, aerr := snap.LookupAccount(account); aerr != nil {
+			return d.tempFail(sender, aerr)
+		} else if !isAccount {
+			return d.deny(RuleUnknownLogin, Reply{535, "5.7.8", fmt.Sprintf("login %s is not an account", named)},
+				"the login maps to "+account.String()+", which is not an account")
+		}
 		l, accPos = account, pos
 		d.Login = l.String()
 	}

@@ -52,9 +52,9 @@ func buildSources(s *Settings, raw map[string]string, bad func(string, error)) {
 		optional bool
 	}{
 		{"ldap_query_filter_user", &l.FilterUser, false},
-		{"ldap_query_filter_alias", &l.FilterAlias, false},
-		{"ldap_query_filter_group", &l.FilterGroup, false},
-		{"ldap_query_filter_domain", &l.FilterDomain, false},
+		{"ldap_query_filter_alias", &l.FilterAlias, true},
+		{"ldap_query_filter_group", &l.FilterGroup, true},
+		{"ldap_query_filter_domain", &l.FilterDomain, true},
 		{"ldap_query_filter_senders", &l.FilterSenders, true},
 		{"ldap_query_filter_login", &l.FilterLogin, false},
 	} {
