@@ -744,3 +744,22 @@ func TestCachedSkipsBackoff(t *testing.T) {
 		t.Errorf("an uncached attempt skipped the back-off")
 	}
 }
+
+// A snapshot whose directory source is down answers 454 4.7.0 for every
+// login, even one whose credentials are cached: the account may have been
+// removed meanwhile (issue 7).
+func TestUnavailableDirectory(t *testing.T) {
+	snap := snapshot(t, "alice@example.org|"+hashOf(t, "pw"))
+	a := newAuth(newClock(), Options{})
+	ctx := context.Background()
+	if _, err := a.Authenticate(ctx, snap, ip1, "alice@example.org", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	down := *snap
+	down.Unavailable = &directory.TempError{Source: "postgres", Err: errors.New("connection refused")}
+	for _, pw := range []string{"pw", "wrong"} {
+		if _, err := a.Authenticate(ctx, &down, ip1, "alice@example.org", pw); !errors.Is(err, ErrTemporaryFailure) {
+			t.Errorf("password %q with the directory down: %v, want %v", pw, err, ErrTemporaryFailure)
+		}
+	}
+}

@@ -264,6 +264,13 @@ func TestSnapshotUnavailable(t *testing.T) {
 	if got := c.ask(t, "sender", "user1@"+l); got != "DUNNO" {
 		t.Errorf("backend down, unauthenticated: %q", got)
 	}
+	// A snapshot whose source is down (PostgreSQL lost, issue 7).
+	down := *fixtureSnapshot(t, nil)
+	down.Unavailable = &directory.TempError{Source: "postgres", Err: errors.New("connection refused")}
+	ts.snap.Store(&down)
+	if got := c.ask(t, "sasl_username", "user1@"+l, "sender", "user1@"+l); !strings.HasPrefix(got, "451 4.3.0 ") {
+		t.Errorf("source down: %q, want 451 4.3.0", got)
+	}
 	ts.snap.Store(fixtureSnapshot(t, nil))
 	if got := c.ask(t, "sasl_username", "user1@"+l, "sender", "user1@"+l); got != "DUNNO" {
 		t.Errorf("backend back: %q", got)

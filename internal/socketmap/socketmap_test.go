@@ -256,6 +256,26 @@ func TestSnapshotUnavailable(t *testing.T) {
 	if got := c.query(t, "bogus", "x"); !strings.HasPrefix(got, "PERM ") {
 		t.Errorf("unknown table without directory = %q, want PERM", got)
 	}
+	// A snapshot whose source is down (PostgreSQL lost, issue 7): TEMP too.
+	down := *fixtureSnapshot(t)
+	down.Unavailable = &directory.TempError{Source: "postgres", Err: errors.New("connection refused")}
+	ts.snap.Store(&down)
+	for _, table := range []string{"domains", "mailboxes", "aliases", "senders", "recipient_access"} {
+		key := "user1@localhost.localdomain"
+		if table == "domains" {
+			key = "localhost.localdomain"
+		}
+		got := c.query(t, table, key)
+		if table == "recipient_access" {
+			if !strings.HasPrefix(got, "OK 451 4.3.0") {
+				t.Errorf("%s with the source down = %q, want OK 451 4.3.0", table, got)
+			}
+			continue
+		}
+		if !strings.HasPrefix(got, "TEMP ") {
+			t.Errorf("%s with the source down = %q, want TEMP", table, got)
+		}
+	}
 	// A server without a Snapshot function at all.
 	srv := &Server{}
 	if got := srv.answer([]byte("domains x"), slog.New(slog.DiscardHandler)); got != "TEMP directory unavailable" {
