@@ -34,6 +34,7 @@ const instanceScript = "../../test/ldap/instance.sh"
 // package's tests and started on first use.
 type instance struct {
 	dir, port, url, base, bindDN, bindPW string
+	caFile                               string // the certificate slapd offers for StartTLS ("" without openssl)
 }
 
 var (
@@ -115,6 +116,7 @@ func needLDAP(t testing.TB) *instance {
 		inst = &instance{
 			dir: m["LDAP_DIR"], port: m["LDAP_PORT"], url: m["LDAP_SERVER_HOST"],
 			base: m["LDAP_SEARCH_BASE"], bindDN: m["LDAP_BIND_DN"], bindPW: m["LDAP_BIND_PW"],
+			caFile: m["LDAP_CA_FILE"],
 		}
 	})
 	switch {

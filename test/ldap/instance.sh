@@ -10,7 +10,8 @@
 #
 # The assignments printed on stdout (KEY='value', one a line) are LDAP_DIR,
 # LDAP_PORT, LDAP_SERVER_HOST, LDAP_SEARCH_BASE, LDAP_BIND_DN, LDAP_BIND_PW
-# and SLAPD_PID; use them with eval "$(test/ldap/instance.sh start)".
+# SLAPD_PID and, when openssl made its certificate (StartTLS), LDAP_CA_FILE;
+# use them with eval "$(test/ldap/instance.sh start)".
 # Everything else goes to stderr.
 #
 # Exit status 77 means slapd or the OpenLDAP client tools are not installed
@@ -164,6 +165,9 @@ LDAP_BIND_DN='$root_dn'
 LDAP_BIND_PW='$root_pw'
 SLAPD_PID='$(cat "$dir/pid")'
 EOF
+	if [ -f "$dir/tls.crt" ]; then
+		echo "LDAP_CA_FILE='$dir/tls.crt'"
+	fi
 }
 
 write_conf() {
@@ -171,6 +175,16 @@ write_conf() {
 	hash=$("$(find_prog slappasswd || echo slappasswd)" -s "$root_pw" 2>/dev/null) || hash=$root_pw
 	cp "$here/postfix-book.schema" "$dir/postfix-book.schema"
 	mkdir "$dir/data"
+	# A self-signed certificate for 127.0.0.1, for StartTLS (the clients
+	# trust it through LDAP_CA_FILE, e.g. Go's SSL_CERT_FILE).
+	local tls=""
+	if command -v openssl >/dev/null 2>&1 &&
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+			-subj /CN=127.0.0.1 -addext "subjectAltName=IP:127.0.0.1" \
+			-keyout "$dir/tls.key" -out "$dir/tls.crt" >"$dir/openssl.log" 2>&1; then
+		tls="TLSCertificateFile $dir/tls.crt
+TLSCertificateKeyFile $dir/tls.key"
+	fi
 	cat >"$dir/slapd.conf" <<EOF
 # Written by mailgate's test/ldap/instance.sh.
 include /etc/ldap/schema/core.schema
@@ -184,6 +198,7 @@ argsfile $dir/slapd.args
 
 modulepath /usr/lib/ldap
 moduleload back_mdb
+$tls
 
 sizelimit 500
 timelimit 30
