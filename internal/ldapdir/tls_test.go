@@ -40,8 +40,8 @@ func TestStartTLS(t *testing.T) {
 	}
 
 	// The certificate names 127.0.0.1 only: through "localhost" it is
-	// refused, a temporary failure
-	// naming the handshake, never a lookup in clear text.
+	// refused, a temporary failure naming the handshake, never a lookup in
+	// clear text.
 	cfg.ServerHost = strings.Replace(cfg.ServerHost, "127.0.0.1", "localhost", 1)
 	bad := newSource(t, cfg)
 	_, _, err := bad.Account(addr(t, "some.user@localhost.localdomain"))
