@@ -64,7 +64,7 @@ func (s *session) Data(r io.Reader) error {
 	id := s.newID()
 	var extra []byte
 	if s.mode != Inbound {
-		res := policy.CheckSubmission(s.snap, s.login.String(), s.from.String(), raw)
+		res := policy.CheckSubmission(s.snap, s.loginName, s.from.String(), raw)
 		if !res.Allowed {
 			s.srv.log.Info("message rejected", "listener", s.mode.String(), "client", s.ip.String(), "login", s.login.String(), "check", res.Check, "field", res.Field, "reply", res.Reply.String())
 			return smtpErr(res.Reply)

@@ -53,6 +53,10 @@ type session struct {
 	helo  string
 	tls   bool
 	login address.Address // authenticated account; zero before AUTH
+	// loginName is the login as the client gave it: what policy is asked
+	// about (it maps an LDAP uid to its account again) and what a
+	// rejection names, as Postfix names the SASL login.
+	loginName string
 
 	// The mail transaction, between MAIL and the end of DATA or RSET.
 	snap     *directory.Snapshot
@@ -130,7 +134,7 @@ func (a *authSession) authenticate(login, password string) error {
 		a.srv.log.Warn("authentication error", "client", a.ip.String(), "err", err)
 		return reply(454, "4.7.0", "Temporary authentication failure")
 	}
-	a.login = acct
+	a.login, a.loginName = acct, login
 	a.srv.log.Debug("authenticated", "client", a.ip.String(), "login", acct.String())
 	return nil
 }
@@ -185,7 +189,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	snap := s.srv.cfg.Snapshot()
 	if s.mode != Inbound {
-		d := policy.MaySend(snap, s.login.String(), sender.String())
+		d := policy.MaySend(snap, s.loginName, sender.String())
 		if !d.Allowed {
 			s.srv.log.Info("sender rejected", "listener", s.mode.String(), "client", s.ip.String(), "login", s.login.String(), "sender", sender.String(), "rule", d.Rule, "reply", d.Reply.String())
 			return smtpErr(d.Reply)
