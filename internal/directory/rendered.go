@@ -2,6 +2,9 @@ package directory
 
 import (
 	"errors"
+	"regexp"
+	"strconv"
+	"strings"
 
 	"github.com/mailgate/mailgate/internal/conffile"
 	"github.com/mailgate/mailgate/internal/settings"
@@ -29,10 +32,21 @@ func BuildRendered(files map[string]Rendered, s *settings.Settings) (*Snapshot, 
 			*p = r.Origins[p.Line-1]
 		}
 	}
+	// Messages name other lines too ("first at postfix-send-as.cf:3").
+	text := func(msg string) string {
+		return posInText.ReplaceAllStringFunc(msg, func(m string) string {
+			file, line, _ := strings.Cut(m, ":")
+			p := conffile.Pos{File: file}
+			p.Line, _ = strconv.Atoi(line)
+			origin(&p)
+			return p.String()
+		})
+	}
 	var le *LoadError
 	if errors.As(err, &le) {
 		for i := range le.Diags {
 			origin(&le.Diags[i].Pos)
+			le.Diags[i].Msg = text(le.Diags[i].Msg)
 		}
 	}
 	if err != nil {
@@ -66,12 +80,16 @@ func BuildRendered(files map[string]Rendered, s *settings.Settings) (*Snapshot, 
 	}
 	for i := range snap.Diags {
 		origin(&snap.Diags[i].Pos)
+		snap.Diags[i].Msg = text(snap.Diags[i].Msg)
 	}
 	if r, ok := files[conffile.RegexpFile]; ok {
 		snap.regexpOrigins = r.Origins
 	}
 	return snap, nil
 }
+
+// posInText finds the "file:line" positions that diagnostics mention.
+var posInText = regexp.MustCompile(`postfix-[a-z-]+\.cf:[0-9]+`)
 
 // RegexpPos is the provenance of a line of the regexp aliases.
 func (s *Snapshot) RegexpPos(line int) conffile.Pos {
