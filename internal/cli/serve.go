@@ -47,7 +47,12 @@ rest is queued in DATA/queue and relayed to --relay-host or by MX lookup,
 with retries for queue_lifetime (default 5 days) and a bounce to the sender
 after a permanent failure. Limits and timeouts are settings (see 'mailgate
 config check'): max_connections, max_connections_per_ip, max_recipients,
-smtp_timeout, data_timeout, message_size_limit.`,
+smtp_timeout, data_timeout, message_size_limit.
+
+The directory comes from account_provisioner: the files (default), LDAP
+(asked per lookup) or PostgreSQL (reloaded on every committed change); when
+that source is down, MAIL FROM and RCPT TO answer 451 4.3.0 and AUTH
+454 4.7.0 until it is back.`,
 		run: runServe,
 	})
 }
