@@ -35,6 +35,7 @@ const instanceScript = "../../test/ldap/instance.sh"
 type instance struct {
 	dir, port, url, base, bindDN, bindPW string
 	caFile                               string // the certificate slapd offers for StartTLS ("" without openssl)
+	ldapsURL                             string // ldaps:// with the same certificate, on the next port
 }
 
 var (
@@ -116,7 +117,7 @@ func needLDAP(t testing.TB) *instance {
 		inst = &instance{
 			dir: m["LDAP_DIR"], port: m["LDAP_PORT"], url: m["LDAP_SERVER_HOST"],
 			base: m["LDAP_SEARCH_BASE"], bindDN: m["LDAP_BIND_DN"], bindPW: m["LDAP_BIND_PW"],
-			caFile: m["LDAP_CA_FILE"],
+			caFile: m["LDAP_CA_FILE"], ldapsURL: m["LDAPS_SERVER_HOST"],
 		}
 	})
 	switch {

@@ -9,12 +9,12 @@ import (
 	"github.com/mailgate/mailgate/internal/directory"
 )
 
-// StartTLS against the real slapd (test/ldap/instance.sh gives it a
+// StartTLS and ldaps:// against the real slapd (test/ldap/instance.sh gives it a
 // self-signed certificate for 127.0.0.1): the server's certificate is
 // verified against the system's CAs, which Go reads from SSL_CERT_FILE when
 // it is set — the way to trust a private CA. Searches and AUTH binds both go
 // through TLS.
-func TestStartTLS(t *testing.T) {
+func TestTLS(t *testing.T) {
 	in := needLDAP(t)
 	if in.caFile == "" {
 		if os.Getenv("CI") == "true" {
@@ -37,6 +37,13 @@ func TestStartTLS(t *testing.T) {
 	}
 	if _, err := s.Authenticate("some.user", "wrong"); !errors.Is(err, directory.ErrBadCredentials) {
 		t.Errorf("wrong password over StartTLS: %v", err)
+	}
+
+	// ldaps://: TLS from the first byte, on the next port.
+	tcfg := in.defaultConfig()
+	tcfg.ServerHost, tcfg.CacheTTL = in.ldapsURL, 0
+	if _, ok, err := newSource(t, tcfg).Account(addr(t, "some.user@localhost.localdomain")); err != nil || !ok {
+		t.Fatalf("Account over ldaps://: %v, %v", ok, err)
 	}
 
 	// The certificate names 127.0.0.1 only: through "localhost" it is

@@ -10,7 +10,8 @@
 #
 # The assignments printed on stdout (KEY='value', one a line) are LDAP_DIR,
 # LDAP_PORT, LDAP_SERVER_HOST, LDAP_SEARCH_BASE, LDAP_BIND_DN, LDAP_BIND_PW
-# SLAPD_PID and, when openssl made its certificate (StartTLS), LDAP_CA_FILE;
+# SLAPD_PID and, when openssl made its certificate, LDAP_CA_FILE and
+# LDAPS_SERVER_HOST (ldaps:// on the next port; StartTLS on the first);
 # use them with eval "$(test/ldap/instance.sh start)".
 # Everything else goes to stderr.
 #
@@ -98,7 +99,13 @@ port_in_use() {
 # 2 when the port turned out to be taken, 1 on any other failure.
 launch() {
 	local dir=$1 port=$2 pid deadline
-	local args=(-d "${SLAPD_DEBUG:-0}" -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/")
+	local urls="ldap://127.0.0.1:$port/"
+	if [ -f "$dir/tls.crt" ]; then
+		# With a certificate, ldaps:// (TLS from the first byte) on the
+		# next port as well.
+		urls="$urls ldaps://127.0.0.1:$((port + 1))/"
+	fi
+	local args=(-d "${SLAPD_DEBUG:-0}" -f "$dir/slapd.conf" -h "$urls")
 	if [ "$(id -u)" = 0 ]; then
 		args+=(-u nobody -g "$(id -gn nobody)")
 	fi
@@ -167,6 +174,7 @@ SLAPD_PID='$(cat "$dir/pid")'
 EOF
 	if [ -f "$dir/tls.crt" ]; then
 		echo "LDAP_CA_FILE='$dir/tls.crt'"
+		echo "LDAPS_SERVER_HOST='ldaps://127.0.0.1:$((port + 1))'"
 	fi
 }
 
@@ -243,7 +251,7 @@ cmd_start() {
 	while :; do
 		tries=$((tries + 1))
 		port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-		if port_in_use "$port"; then
+		if port_in_use "$port" || port_in_use $((port + 1)); then
 			continue
 		fi
 		rc=0
@@ -283,8 +291,8 @@ cmd_resume() {
 		assignments "$dir"
 		return 0
 	fi
-	if port_in_use "$port"; then
-		die "port $port is taken by another program; cannot resume $dir"
+	if port_in_use "$port" || { [ -f "$dir/tls.crt" ] && port_in_use $((port + 1)); }; then
+		die "port $port or $((port + 1)) is taken by another program; cannot resume $dir"
 	fi
 	launch "$dir" "$port" || rc=$?
 	case $rc in
