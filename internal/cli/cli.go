@@ -19,8 +19,7 @@ import (
 	"strings"
 
 	"github.com/mailgate/mailgate/internal/directory"
-	"github.com/mailgate/mailgate/internal/ldapdir"
-	"github.com/mailgate/mailgate/internal/pgstore"
+	"github.com/mailgate/mailgate/internal/dirsource"
 	"github.com/mailgate/mailgate/internal/settings"
 )
 
@@ -67,8 +66,7 @@ type ctx struct {
 	flags   map[string]string
 	snap    *directory.Snapshot
 	setting *settings.Settings
-	store   *pgstore.Store // account_provisioner = postgres: opened on first use, closed by Main
-	closers []func() error // more sources to close at the end of the command
+	src     *dirsource.Source // the directory source: opened on first use, closed by Main
 }
 
 type globalOpts struct {
@@ -128,11 +126,8 @@ func Main(args []string, env Env) int {
 		return ExitUsage
 	}
 	code := c.cmd.run(c)
-	if c.store != nil {
-		c.store.Close()
-	}
-	for _, f := range c.closers {
-		f()
+	if c.src != nil {
+		c.src.Close()
 	}
 	return code
 }
@@ -397,36 +392,35 @@ func (c *ctx) load() bool {
 }
 
 // loadSnapshot builds the snapshot from the source that
-// account_provisioner names: the files; the files with LDAP asked per
-// lookup; or PostgreSQL. where names the source for messages.
+// account_provisioner names (package dirsource, as serve does): the files;
+// the files with LDAP asked per lookup; or PostgreSQL. where names the
+// source for messages.
 func (c *ctx) loadSnapshot(s *settings.Settings) (snap *directory.Snapshot, where string, err error) {
+	where = c.global.configDir
 	switch s.AccountProvisioner {
 	case "postgres":
 		store, err := c.openStore()
 		if err != nil {
 			return nil, "", err
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		defer cancel()
-		snap, err = store.Load(ctx, s)
-		return snap, store.String(), err
+		where = store.String()
 	case "ldap":
-		snap, err = directory.Load(c.global.configDir, s)
-		if err != nil {
-			return nil, c.global.configDir, err
-		}
-		log := slog.New(slog.NewTextHandler(c.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		src, err := ldapdir.New(s.LDAP, log)
-		if err != nil {
-			return nil, c.global.configDir, err
-		}
-		c.closers = append(c.closers, src.Close)
-		snap.Ext = src
-		return snap, c.global.configDir + " and " + s.LDAP.ServerHost, nil
-	default:
-		snap, err = directory.Load(c.global.configDir, s)
-		return snap, c.global.configDir, err
+		where += " and " + s.LDAP.ServerHost
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	snap, err = c.source().Load(ctx)
+	return snap, where, err
+}
+
+// source is the command's directory source, made on first use; Main closes
+// it.
+func (c *ctx) source() *dirsource.Source {
+	if c.src == nil {
+		log := slog.New(slog.NewTextHandler(c.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		c.src = dirsource.New(c.global.configDir, c.Getenv, c.global.set, log)
+	}
+	return c.src
 }
 
 func (c *ctx) json() bool { return c.flags["json"] == "true" }

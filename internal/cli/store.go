@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -78,12 +77,9 @@ func (c *ctx) usesPostgres() (pg, ok bool) {
 	return s.AccountProvisioner == "postgres", true
 }
 
-// openStore opens the database of database_url (once per command; Main
-// closes it).
+// openStore opens the database of database_url (once per command, through
+// the command's directory source; Main closes it).
 func (c *ctx) openStore() (*pgstore.Store, error) {
-	if c.store != nil {
-		return c.store, nil
-	}
 	s, ok := c.storeSettings()
 	if !ok {
 		return nil, errors.New("no settings")
@@ -93,13 +89,7 @@ func (c *ctx) openStore() (*pgstore.Store, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(c.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	store, err := pgstore.Open(ctx, s.DatabaseURL, log)
-	if err != nil {
-		return nil, err
-	}
-	c.store = store
-	return store, nil
+	return c.source().StoreAt(ctx, s.DatabaseURL)
 }
 
 // editStore is editThen on the PostgreSQL directory.

@@ -159,17 +159,10 @@ func (s *Source) store(ctx context.Context, url string) (*pgstore.Store, error) 
 	return store, nil
 }
 
-// Store returns the PostgreSQL store, opening it from the settings; an error
-// when account_provisioner is not postgres.
-func (s *Source) Store(ctx context.Context) (*pgstore.Store, error) {
-	st, err := settings.Load(s.dir, s.env, s.flags)
-	if err != nil {
-		return nil, err
-	}
-	if st.AccountProvisioner != "postgres" {
-		return nil, errors.New("account_provisioner is not postgres")
-	}
-	return s.store(ctx, st.DatabaseURL)
+// StoreAt returns the PostgreSQL store of url, opened on first use and kept
+// for the loads (the CLI's import, export and edits use it).
+func (s *Source) StoreAt(ctx context.Context, url string) (*pgstore.Store, error) {
+	return s.store(ctx, url)
 }
 
 // Close closes the pools.
