@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/mailgate/mailgate/internal/address"
@@ -68,23 +69,21 @@ func (l *lookup) account(a address.Address) (conffile.Pos, bool) {
 
 // extAliases returns what the External source knows of key as an alias.
 func (l *lookup) extAliases(key conffile.Key) []directory.ExtTarget {
-	if l.snap.Ext == nil || l.err != nil {
-		return nil
-	}
-	t, err := l.snap.Ext.Aliases(key)
-	if l.failed(err) {
-		return nil
-	}
-	return t
+	return l.ext(func(x directory.External) ([]directory.ExtTarget, error) { return x.Aliases(key) })
 }
 
 // extSenders returns the owners of s that the External source's senders
 // filter lists.
 func (l *lookup) extSenders(s address.Address) []directory.ExtTarget {
+	return l.ext(func(x directory.External) ([]directory.ExtTarget, error) { return x.Senders(s) })
+}
+
+// ext asks the External source, if any and unless it failed already.
+func (l *lookup) ext(ask func(directory.External) ([]directory.ExtTarget, error)) []directory.ExtTarget {
 	if l.snap.Ext == nil || l.err != nil {
 		return nil
 	}
-	t, err := l.snap.Ext.Senders(s)
+	t, err := ask(l.snap.Ext)
 	if l.failed(err) {
 		return nil
 	}
@@ -110,7 +109,7 @@ next:
 			}
 		}
 		e.targets = append(e.targets, t.Address)
-		if s := t.Pos.String(); !contains(where, s) && (e.step.Pos == nil || *e.step.Pos != t.Pos) {
+		if s := t.Pos.String(); !slices.Contains(where, s) && (e.step.Pos == nil || *e.step.Pos != t.Pos) {
 			where = append(where, s)
 		}
 	}
@@ -122,15 +121,6 @@ next:
 		e.step.Detail = d
 	}
 	return e, true
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // tempFailReply is the answer when the directory cannot be asked: a
