@@ -84,6 +84,16 @@ alive() {
 	return 0
 }
 
+# running reports whether our own child pid still runs (not a zombie). Unlike
+# alive it does not look for slapd in the command line: just after the fork
+# the child is still this shell, not yet slapd.
+running() {
+	local pid=$1 state
+	kill -0 "$pid" 2>/dev/null || return 1
+	state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 0
+	[ "$state" != Z ]
+}
+
 answers() {
 	local port=$1
 	"$LDAPSEARCH" -x -LLL -H "ldap://127.0.0.1:$port/" -o nettimeout=2 \
@@ -117,7 +127,7 @@ launch() {
 	echo "$pid" >"$dir/pid"
 	deadline=$((SECONDS + timeout))
 	while :; do
-		if ! alive "$dir" "$pid"; then
+		if ! running "$pid"; then
 			if grep -q 'Address already in use' "$dir/slapd.log"; then
 				return 2
 			fi
